@@ -1,1 +1,19 @@
+"""Modeling: backbones, hybrid encoder, RT-DETR decoder, matcher, criterion, meta-architecture."""
+from .backbone import PResNet  # noqa: F401
+from .criterion import RTDETRCriterion
+from .decoder import MSDeformableAttention, RTDETRTransformer
+from .encoder import HybridEncoder  # noqa: F401
+from .matcher import HungarianMatcher
+from .meta_arch import RTDETR
+from .postprocess import RTDETRPostProcessor
 
+__all__ = [
+    "PResNet",
+    "HybridEncoder",
+    "MSDeformableAttention",
+    "RTDETRTransformer",
+    "HungarianMatcher",
+    "RTDETRCriterion",
+    "RTDETRPostProcessor",
+    "RTDETR",
+]

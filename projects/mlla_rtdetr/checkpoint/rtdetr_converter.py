@@ -1,0 +1,410 @@
+"""Official RT-DETR (v1 ``rtdetr_pytorch`` / v2 ``rtdetrv2_pytorch``) checkpoints -> this code base.
+
+Our modules keep the official sub-module names, using the v2 spelling everywhere, so a v2
+state dict maps by identity and a v1 one differs only in two places:
+
+==========================================  =========================================
+official v1                                 ours (= official v2)
+==========================================  =========================================
+``encoder.input_proj.{i}.0.*`` (conv)       ``encoder.input_proj.{i}.conv.*``
+``encoder.input_proj.{i}.1.*`` (BN)         ``encoder.input_proj.{i}.norm.*``
+``decoder.enc_output.0.*`` (Linear)         ``decoder.enc_output.proj.*``
+``decoder.enc_output.1.*`` (LayerNorm)      ``decoder.enc_output.norm.*``
+==========================================  =========================================
+
+Derived buffers of v2 (``decoder.anchors``, ``decoder.valid_mask``, ``*.num_points_scale``) are a
+pure function of the architecture: they are never loaded; the model keeps the values it computed.
+
+Every source tensor must be used exactly once; when a target model (or state dict) is given,
+every target key must be filled and shapes must agree, otherwise a
+:class:`CheckpointConversionError` lists the offending keys in a table.
+
+Python API::
+
+    from mlla_rtdetr.checkpoint.rtdetr_converter import convert_official_rtdetr, load_official_rtdetr
+    state, report = convert_official_rtdetr(torch.load(path, weights_only=True), version="auto")
+    report = load_official_rtdetr(model, path)          # converts, checks and loads (strict)
+
+CLI: ``tools/convert_rtdetr_checkpoint.py --input X.pth --output Y.pth``.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointConversionError",
+    "ConversionReport",
+    "DERIVED_SUFFIXES",
+    "extract_state_dict",
+    "export_official_rtdetr",
+    "detect_rtdetr_version",
+    "convert_official_rtdetr",
+    "convert_official_resnet_vd",
+    "is_official_rtdetr_checkpoint",
+    "load_official_rtdetr",
+    "load_official_resnet_vd",
+    "read_checkpoint",
+]
+
+# Buffers computed by the model from its construction arguments (never loaded).
+DERIVED_SUFFIXES = ("decoder.anchors", "decoder.valid_mask", ".num_points_scale")
+
+# (pattern, replacement) applied to official v1 keys.
+_V1_RENAMES = (
+    (re.compile(r"^encoder\.input_proj\.(\d+)\.0\."), r"encoder.input_proj.\1.conv."),
+    (re.compile(r"^encoder\.input_proj\.(\d+)\.1\."), r"encoder.input_proj.\1.norm."),
+    (re.compile(r"^decoder\.enc_output\.0\."), "decoder.enc_output.proj."),
+    (re.compile(r"^decoder\.enc_output\.1\."), "decoder.enc_output.norm."),
+)
+_V1_MARKERS = (re.compile(r"^encoder\.input_proj\.\d+\.[01]\."), re.compile(r"^decoder\.enc_output\.[01]\."))
+_V2_MARKERS = (
+    re.compile(r"^encoder\.input_proj\.\d+\.(conv|norm)\."),
+    re.compile(r"^decoder\.enc_output\.(proj|norm)\."),
+    re.compile(r"^decoder\.(anchors|valid_mask)$"),
+    re.compile(r"\.num_points_scale$"),
+)
+_TOP_LEVEL = ("backbone.", "encoder.", "decoder.")
+
+
+class CheckpointConversionError(ValueError):
+    """Raised when a checkpoint cannot be mapped exactly; the message contains a key table."""
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did. ``str(report)`` gives a readable summary and table."""
+
+    source: str = "raw"  # where the state dict was found: "ema.module", "model" or "raw"
+    version: str = "v2"
+    num_tensors: int = 0
+    renamed: List[Tuple[str, str]] = field(default_factory=list)
+    dropped_derived: List[str] = field(default_factory=list)
+    dropped_frozen_bn_counters: List[str] = field(default_factory=list)
+    kept_from_target: List[str] = field(default_factory=list)
+    missing: List[Tuple[str, Tuple[int, ...]]] = field(default_factory=list)
+    unexpected: List[Tuple[str, Tuple[int, ...]]] = field(default_factory=list)
+    shape_mismatch: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+    duplicates: List[Tuple[str, List[str]]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatch or self.duplicates)
+
+    def table(self) -> str:
+        """Fixed-width table of every problem (empty string when there is none)."""
+        rows = [("missing in checkpoint", k, "-", _fmt(s)) for k, s in self.missing]
+        rows += [("unexpected in checkpoint", k, _fmt(s), "-") for k, s in self.unexpected]
+        rows += [("shape mismatch", k, _fmt(a), _fmt(b)) for k, a, b in self.shape_mismatch]
+        rows += [("used more than once", k, ", ".join(srcs), "-") for k, srcs in self.duplicates]
+        if not rows:
+            return ""
+        header = ("problem", "key (ours)", "checkpoint", "model")
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+        line = "  ".join("{:<%d}" % w for w in widths)
+        out = [line.format(*header), line.format(*("-" * w for w in widths))]
+        out += [line.format(*r) for r in rows]
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        parts = [
+            f"RT-DETR checkpoint conversion: official {self.version} state dict from '{self.source}', "
+            f"{self.num_tensors} tensors, {len(self.renamed)} renamed, {len(self.dropped_derived)} derived "
+            f"buffers dropped, {len(self.kept_from_target)} model-computed buffers kept."
+        ]
+        parts += [f"note: {n}" for n in self.notes]
+        if not self.ok:
+            parts.append(self.table())
+        return "\n".join(parts)
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def _is_derived(key: str) -> bool:
+    return any(key.endswith(s) for s in DERIVED_SUFFIXES)
+
+
+def extract_state_dict(checkpoint: Mapping) -> Tuple["OrderedDict[str, torch.Tensor]", str]:
+    """Find the state dict in an official checkpoint: ``ema.module`` (preferred), ``model``, or the
+    mapping itself. Returns (state_dict, where_found)."""
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointConversionError(f"Expected a checkpoint dict, got {type(checkpoint).__name__}.")
+    ema = checkpoint.get("ema")
+    if isinstance(ema, Mapping) and isinstance(ema.get("module"), Mapping):
+        state, where = ema["module"], "ema.module"
+    elif isinstance(checkpoint.get("model"), Mapping):
+        state, where = checkpoint["model"], "model"
+    else:
+        state, where = checkpoint, "raw"
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointConversionError(
+            f"The state dict found under '{where}' has non-tensor entries {bad[:5]}; expected a checkpoint "
+            "stored raw, under 'model', or under 'ema' -> 'module'."
+        )
+    state = OrderedDict(state)
+    if state and all(k.startswith("module.") for k in state):
+        state = OrderedDict((k[len("module."):], v) for k, v in state.items())
+        where += " (DistributedDataParallel 'module.' prefix removed)"
+    return state, where
+
+
+def detect_rtdetr_version(state: Mapping[str, torch.Tensor]) -> str:
+    """"v1" or "v2" from the naming of the encoder input projections / decoder enc_output."""
+    v1 = any(p.search(k) for k in state for p in _V1_MARKERS)
+    v2 = any(p.search(k) for k in state for p in _V2_MARKERS)
+    if v1 and v2:
+        raise CheckpointConversionError(
+            "The checkpoint mixes official v1 keys (encoder.input_proj.{i}.0/1, decoder.enc_output.0/1) "
+            "and v2 keys (.conv/.norm, .proj/.norm): it is not an official RT-DETR checkpoint."
+        )
+    if not (v1 or v2):
+        raise CheckpointConversionError(
+            "Cannot tell the RT-DETR version: no encoder.input_proj / decoder.enc_output keys found. "
+            "Pass version='v1' or 'v2' explicitly, or check that this is an RT-DETR detector checkpoint."
+        )
+    return "v1" if v1 else "v2"
+
+
+def _rename_v1(key: str) -> str:
+    for pattern, repl in _V1_RENAMES:
+        new, n = pattern.subn(repl, key)
+        if n:
+            return new
+    return key
+
+
+def _target_state(target) -> Optional[Dict[str, torch.Tensor]]:
+    if target is None:
+        return None
+    if isinstance(target, nn.Module):
+        return target.state_dict()
+    return dict(target)
+
+
+def _is_frozen_bn_counter(key: str, target: Mapping[str, torch.Tensor]) -> bool:
+    """``num_batches_tracked`` of a norm that is a FrozenBatchNorm2d in the target (no counter)."""
+    if not key.endswith(".num_batches_tracked") or key in target:
+        return False
+    base = key[: -len("num_batches_tracked")]
+    return base + "running_mean" in target and base + "weight" in target
+
+
+def _check_against_target(state, target, report: ConversionReport, derived_ok: bool = True):
+    """Fill model-computed buffers from the target, record missing/unexpected/shape problems."""
+    out = OrderedDict()
+    for k, v in state.items():
+        if k not in target:
+            if _is_frozen_bn_counter(k, target):
+                report.dropped_frozen_bn_counters.append(k)
+                continue
+            report.unexpected.append((k, tuple(v.shape)))
+            continue
+        if tuple(v.shape) != tuple(target[k].shape):
+            report.shape_mismatch.append((k, tuple(v.shape), tuple(target[k].shape)))
+            continue
+        out[k] = v.to(target[k].dtype) if v.dtype != target[k].dtype and v.is_floating_point() else v
+    for k, v in target.items():
+        if k in state:
+            continue
+        if derived_ok and _is_derived(k):
+            out[k] = v
+            report.kept_from_target.append(k)
+        elif k.endswith(".num_batches_tracked") and k[: -len("num_batches_tracked")] + "running_mean" in state:
+            # The checkpoint came from FrozenBatchNorm2d layers (no counter); BatchNorm2d here.
+            out[k] = v
+            report.kept_from_target.append(k)
+        else:
+            report.missing.append((k, tuple(v.shape)))
+    # Keep the target's key order (readable, deterministic files).
+    return OrderedDict((k, out[k]) for k in target if k in out)
+
+
+def _raise_if_bad(report: ConversionReport, what: str) -> None:
+    if not report.ok:
+        raise CheckpointConversionError(
+            f"{what} does not match exactly ({len(report.missing)} missing, {len(report.unexpected)} "
+            f"unexpected, {len(report.shape_mismatch)} shape mismatches, {len(report.duplicates)} "
+            f"duplicates); nothing was loaded.\n{report.table()}"
+        )
+
+
+def convert_official_rtdetr(
+    state_dict_or_checkpoint: Mapping,
+    version: str = "auto",
+    target: Union[None, nn.Module, Mapping[str, torch.Tensor]] = None,
+) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
+    """Map an official RT-DETR v1/v2 checkpoint onto this code base's key names.
+
+    Args:
+        state_dict_or_checkpoint: a state dict, or a checkpoint with it under ``model`` or
+            ``ema`` -> ``module`` (EMA preferred when both exist; ``report.source`` says which).
+        version: "v1", "v2" or "auto" (detected from key names).
+        target: optional model (or its state dict). When given, the result has exactly its keys:
+            model-computed buffers are taken from it, and any missing / unexpected /
+            shape-mismatched key raises :class:`CheckpointConversionError` with a table.
+
+    Returns: (state dict with our key names, :class:`ConversionReport`). Without a target the
+    derived v2 buffers are left out (load with ``strict=False`` or use :func:`load_official_rtdetr`).
+    """
+    state, where = extract_state_dict(state_dict_or_checkpoint)
+    detected = detect_rtdetr_version(state)
+    if version not in ("auto", "v1", "v2"):
+        raise ValueError(f"version must be 'auto', 'v1' or 'v2', got '{version}'.")
+    if version != "auto" and version != detected:
+        raise CheckpointConversionError(
+            f"version='{version}' was requested but the keys are those of an official {detected} checkpoint."
+        )
+    report = ConversionReport(source=where, version=detected, num_tensors=len(state))
+    if where.startswith("ema"):
+        report.notes.append("using the EMA weights (ema.module)")
+
+    stray = [(k, tuple(v.shape)) for k, v in state.items() if not k.startswith(_TOP_LEVEL)]
+    report.unexpected.extend(stray)
+
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    sources: Dict[str, List[str]] = {}
+    for k, v in state.items():
+        if not k.startswith(_TOP_LEVEL):
+            continue
+        if _is_derived(k):
+            report.dropped_derived.append(k)
+            continue
+        new = _rename_v1(k) if detected == "v1" else k
+        if new != k:
+            report.renamed.append((k, new))
+        sources.setdefault(new, []).append(k)
+        out[new] = v
+    report.duplicates = [(k, srcs) for k, srcs in sources.items() if len(srcs) > 1]
+
+    tgt = _target_state(target)
+    if tgt is not None:
+        out = _check_against_target(out, tgt, report)
+    _raise_if_bad(report, f"Official RT-DETR {detected} checkpoint")
+    return out, report
+
+
+def convert_official_resnet_vd(
+    state_dict_or_checkpoint: Mapping,
+    prefix: str = "",
+    target: Union[None, nn.Module, Mapping[str, torch.Tensor]] = None,
+) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
+    """Map the official ImageNet ResNet-vd weights (``ResNet*_vd_*pretrained_from_paddle.pth``;
+    keys ``conv1.conv1_1.conv.weight``, ``res_layers.{i}.blocks.{j}...``) onto :class:`PResNet`.
+
+    ``prefix`` is prepended to every key (use ``"backbone."`` to address a full detector).
+    ``target`` (a PResNet or its state dict, keys without prefix) enables the strict checks;
+    ``num_batches_tracked`` counters are dropped for FrozenBatchNorm2d targets.
+    """
+    state, where = extract_state_dict(state_dict_or_checkpoint)
+    if state and all(k.startswith("backbone.") for k in state):
+        state = OrderedDict((k[len("backbone."):], v) for k, v in state.items())
+    report = ConversionReport(source=where, version="resnet_vd", num_tensors=len(state))
+    known = ("conv1.", "res_layers.")
+    report.unexpected.extend((k, tuple(v.shape)) for k, v in state.items() if not k.startswith(known))
+    if not any(k.startswith("res_layers.") for k in state):
+        report.notes.append("no res_layers.* keys: this does not look like a ResNet-vd checkpoint")
+    out = OrderedDict((k, v) for k, v in state.items() if k.startswith(known))
+    tgt = _target_state(target)
+    if tgt is not None:
+        out = _check_against_target(out, tgt, report, derived_ok=False)
+    _raise_if_bad(report, "Official ResNet-vd checkpoint")
+    if not out:
+        raise CheckpointConversionError("The ResNet-vd checkpoint has no conv1.* / res_layers.* tensors.")
+    return OrderedDict((prefix + k, v) for k, v in out.items()), report
+
+
+def export_official_rtdetr(state: Mapping[str, torch.Tensor], version: str = "v2") -> "OrderedDict[str, torch.Tensor]":
+    """Inverse renaming: our state dict -> official ``version`` key names (derived buffers are not
+    added; the official model computes them). Used for round-trip checks and for sharing weights
+    with the official code."""
+    if version not in ("v1", "v2"):
+        raise ValueError(f"version must be 'v1' or 'v2', got '{version}'.")
+    inverse = (
+        (re.compile(r"^encoder\.input_proj\.(\d+)\.conv\."), r"encoder.input_proj.\1.0."),
+        (re.compile(r"^encoder\.input_proj\.(\d+)\.norm\."), r"encoder.input_proj.\1.1."),
+        (re.compile(r"^decoder\.enc_output\.proj\."), "decoder.enc_output.0."),
+        (re.compile(r"^decoder\.enc_output\.norm\."), "decoder.enc_output.1."),
+    )
+    out = OrderedDict()
+    for k, v in state.items():
+        if _is_derived(k):
+            continue
+        if version == "v1":
+            for pattern, repl in inverse:
+                k, n = pattern.subn(repl, k)
+                if n:
+                    break
+        out[k] = v
+    return out
+
+
+def read_checkpoint(path: Union[str, Path], weights_only: bool = True):
+    """torch.load on CPU; by default only tensors / containers / numbers are unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint '{path}' does not exist.")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=weights_only)
+    except Exception as e:  # pickle errors have many types; re-raise with the way out
+        if weights_only:
+            raise CheckpointConversionError(
+                f"Could not read '{path}' with torch.load(weights_only=True): {e}\n"
+                "If you trust this file, retry with weights_only=False (CLI: --unsafe-load)."
+            ) from e
+        raise
+
+
+def is_official_rtdetr_checkpoint(checkpoint_or_path) -> bool:
+    """True for official RT-DETR checkpoints (raw, ``model`` or ``ema.module``), i.e. files that are
+    not detectron2 training checkpoints of this code base but hold RT-DETR detector keys."""
+    ckpt = read_checkpoint(checkpoint_or_path) if isinstance(checkpoint_or_path, (str, Path)) else checkpoint_or_path
+    if not isinstance(ckpt, Mapping):
+        return False
+    if "iteration" in ckpt or "trainer" in ckpt:  # written by our detectron2 checkpointer
+        return False
+    try:
+        state, _ = extract_state_dict(ckpt)
+        detect_rtdetr_version(state)
+    except CheckpointConversionError:
+        return False
+    return any(k.startswith("backbone.") for k in state) and any(k.startswith("decoder.") for k in state)
+
+
+def load_official_rtdetr(
+    model: nn.Module, path_or_checkpoint, version: str = "auto", weights_only: bool = True
+) -> ConversionReport:
+    """Convert an official RT-DETR checkpoint (path or loaded dict), check it against ``model``
+    and load it with ``strict=True``. Model-computed buffers keep the model's values.
+
+    ``model`` may be the whole detector (keys ``backbone.``, ``encoder.``, ``decoder.``).
+    """
+    ckpt = (
+        read_checkpoint(path_or_checkpoint, weights_only=weights_only)
+        if isinstance(path_or_checkpoint, (str, Path))
+        else path_or_checkpoint
+    )
+    state, report = convert_official_rtdetr(ckpt, version=version, target=model)
+    model.load_state_dict(state, strict=True)
+    return report
+
+
+def load_official_resnet_vd(model: nn.Module, path_or_checkpoint, weights_only: bool = True) -> ConversionReport:
+    """Load official ImageNet ResNet-vd weights into a :class:`PResNet` (strict, checked)."""
+    ckpt = (
+        read_checkpoint(path_or_checkpoint, weights_only=weights_only)
+        if isinstance(path_or_checkpoint, (str, Path))
+        else path_or_checkpoint
+    )
+    state, report = convert_official_resnet_vd(ckpt, target=model)
+    model.load_state_dict(state, strict=True)
+    return report

@@ -1,0 +1,8 @@
+"""RT-DETRv2-R18 baseline with the MLLA hybrid encoder on S5: the ResNet-vd backbone, CCFF,
+decoder and every training setting are those of ``rtdetrv2_r18vd_120e_coco.py`` (imported, not copied); only
+the intra-scale interaction changes from AIFI (softmax attention on S5) to MLLA blocks."""
+from .rtdetrv2_r18vd_120e_coco import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from .models.mlla_rtdetr_encoder import S5, use_mlla_encoder
+
+use_mlla_encoder(model, S5)
+train.output_dir = "./output/mlla_enc_r18vd_s5_120e_coco"

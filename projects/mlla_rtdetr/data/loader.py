@@ -1,0 +1,244 @@
+"""Deterministic, epoch-aware, resumable train loader and the sharded test loader.
+
+Everything random is a pure function of the seed:
+
+* epoch ``e`` visits the dataset in the order ``permutation(seed, e)``; global batch ``b`` of
+  the epoch is ``order[b*T:(b+1)*T]`` (T = total batch size, last partial batch dropped) and
+  rank ``r`` takes the ``r``-th contiguous slice of it;
+* the augmentation of dataset index ``i`` in epoch ``e`` runs under ``torch.manual_seed(f(seed, e, i))``
+  (inside ``torch.random.fork_rng``), so it does not depend on worker count or process;
+* the multi-scale size of iteration ``it`` is drawn from ``(seed, it)`` (same on all ranks).
+
+Hence iteration ``it`` of a run is reproduced exactly by a loader started at ``it``
+(``set_start_iter``), without touching the samples before it.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.utils.data as torchdata
+
+from detectron2.data import build_detection_test_loader
+from detectron2.data.common import DatasetFromList
+from detectron2.data.samplers import InferenceSampler
+from detectron2.utils import comm
+
+__all__ = ["TrainLoader", "build_train_loader", "build_test_loader", "sample_seed"]
+
+logger = logging.getLogger(__name__)
+
+# Stream tags keep the three uses of the seed independent.
+_TAG_ORDER, _TAG_SCALE, _TAG_SAMPLE = 0, 1, 2
+
+SampleKey = Tuple[int, int, Optional[Tuple[int, int]], bool]  # (index, epoch, size, strong_augment)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Torch seed of the augmentation of dataset ``index`` in ``epoch``."""
+    state = np.random.SeedSequence([seed, _TAG_SAMPLE, epoch, index]).generate_state(1, np.uint64)[0]
+    return int(state) & ((1 << 63) - 1)
+
+
+class _MappedDataset(torchdata.Dataset):
+    """Dataset dicts + mapper, indexed by ``SampleKey`` (the augmentation RNG is set per key)."""
+
+    def __init__(self, dicts: Sequence[Dict[str, Any]], mapper, seed: int):
+        self._dicts = DatasetFromList(list(dicts), copy=False, serialize=True)
+        self._mapper = mapper
+        self._seed = seed
+
+    def __len__(self) -> int:
+        return len(self._dicts)
+
+    def __getitem__(self, key: SampleKey) -> Dict[str, Any]:
+        index, epoch, size, strong = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self._seed, epoch, index))
+            return self._mapper(self._dicts[index], image_size=size, strong_augment=strong)
+
+
+class _EpochBatchSampler:
+    """Infinite iterable of this rank's per-iteration ``SampleKey`` lists from ``start_iter``."""
+
+    def __init__(self, loader: "TrainLoader", start_iter: int):
+        self.loader = loader
+        self.start_iter = start_iter
+
+    def __iter__(self) -> Iterator[List[SampleKey]]:
+        it = self.start_iter
+        while True:
+            yield self.loader.batch_keys(it)
+            it += 1
+
+
+def _identity_collate(batch: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return batch
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # workers are processes already; avoid oversubscribing the cores
+
+
+class TrainLoader:
+    """Infinite train loader for detectron2's trainer: yields this rank's ``list[dict]`` per iteration.
+
+    Args:
+        dataset: list of dataset dicts (``get_dataset_dicts``).
+        mapper: ``RTDETRDatasetMapper(is_train=True)``-like callable
+            ``mapper(dict, image_size=(h, w) | None, strong_augment=bool)``.
+        total_batch_size: images per iteration over all ranks (divisible by the world size).
+        num_workers: data-loading processes per rank (results do not depend on it).
+        multiscale_sizes: square sizes drawn per iteration (``None``: mapper's ``image_size``).
+        stop_aug_epoch: from this epoch on, strong augmentation and multi-scale stop (``None``: never).
+        seed: the one seed of order, augmentation and sizes.
+        start_iter: first iteration yielded (``set_start_iter`` changes it before iterating).
+        shuffle: ``False`` visits the dataset in order every epoch.
+        rank, world_size: default to ``detectron2.utils.comm``.
+    """
+
+    def __init__(
+        self,
+        dataset: Sequence[Dict[str, Any]],
+        mapper,
+        total_batch_size: int,
+        num_workers: int = 0,
+        multiscale_sizes: Optional[Sequence[int]] = None,
+        stop_aug_epoch: Optional[int] = None,
+        seed: int = 0,
+        start_iter: int = 0,
+        shuffle: bool = True,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        pin_memory: bool = False,
+    ):
+        self.world_size = comm.get_world_size() if world_size is None else int(world_size)
+        self.rank = comm.get_rank() if rank is None else int(rank)
+        total_batch_size = int(total_batch_size)
+        if total_batch_size <= 0 or total_batch_size % self.world_size:
+            raise ValueError(
+                f"total_batch_size ({total_batch_size}) must be a positive multiple of the world size "
+                f"({self.world_size})"
+            )
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} not in [0, {self.world_size})")
+        if len(dataset) < total_batch_size:
+            raise ValueError(
+                f"The dataset has {len(dataset)} images, fewer than total_batch_size={total_batch_size}: "
+                "no full batch can be formed (the last partial batch of an epoch is dropped)."
+            )
+        self.total_batch_size = total_batch_size
+        self.batch_size = total_batch_size // self.world_size
+        self.num_samples = len(dataset)
+        self.iters_per_epoch = self.num_samples // total_batch_size
+        self.num_workers = int(num_workers)
+        self.multiscale_sizes = None if multiscale_sizes is None else [int(s) for s in multiscale_sizes]
+        if self.multiscale_sizes is not None and not self.multiscale_sizes:
+            raise ValueError("multiscale_sizes is empty; use None to disable multi-scale training")
+        self.stop_aug_epoch = None if stop_aug_epoch is None else int(stop_aug_epoch)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.pin_memory = pin_memory
+        self.start_iter = 0
+        self.set_start_iter(start_iter)
+        self.mapper = mapper
+        self._dataset = _MappedDataset(dataset, mapper, self.seed)
+        self._order_cache: Dict[int, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ schedule
+    def set_start_iter(self, start_iter: int) -> None:
+        """Resume: the next ``iter(self)`` starts at iteration ``start_iter``."""
+        if start_iter < 0:
+            raise ValueError(f"start_iter must be >= 0, got {start_iter}")
+        self.start_iter = int(start_iter)
+
+    def epoch_of(self, it: int) -> int:
+        return it // self.iters_per_epoch
+
+    def strong_augment(self, epoch: int) -> bool:
+        return self.stop_aug_epoch is None or epoch < self.stop_aug_epoch
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Dataset indices in the visiting order of ``epoch``."""
+        if epoch not in self._order_cache:
+            if len(self._order_cache) > 2:
+                self._order_cache.clear()
+            if self.shuffle:
+                rng = np.random.default_rng([self.seed, _TAG_ORDER, epoch])
+                self._order_cache[epoch] = rng.permutation(self.num_samples)
+            else:
+                self._order_cache[epoch] = np.arange(self.num_samples)
+        return self._order_cache[epoch]
+
+    def image_size(self, it: int) -> Optional[Tuple[int, int]]:
+        """Square size of iteration ``it``; ``None`` means the mapper's own ``image_size``."""
+        if self.multiscale_sizes is None or not self.strong_augment(self.epoch_of(it)):
+            return None
+        rng = np.random.default_rng([self.seed, _TAG_SCALE, it])
+        s = self.multiscale_sizes[int(rng.integers(len(self.multiscale_sizes)))]
+        return (s, s)
+
+    def batch_indices(self, it: int, rank: Optional[int] = None) -> List[int]:
+        """Dataset indices of ``rank``'s (default: this rank's) share of iteration ``it``."""
+        rank = self.rank if rank is None else rank
+        epoch, b = divmod(it, self.iters_per_epoch)
+        start = b * self.total_batch_size + rank * self.batch_size
+        return [int(i) for i in self.order(epoch)[start : start + self.batch_size]]
+
+    def batch_keys(self, it: int) -> List[SampleKey]:
+        epoch = self.epoch_of(it)
+        size, strong = self.image_size(it), self.strong_augment(epoch)
+        return [(i, epoch, size, strong) for i in self.batch_indices(it)]
+
+    # ------------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator[List[Dict[str, Any]]]:
+        loader = torchdata.DataLoader(
+            self._dataset,
+            batch_sampler=_EpochBatchSampler(self, self.start_iter),
+            num_workers=self.num_workers,
+            collate_fn=_identity_collate,
+            worker_init_fn=_worker_init if self.num_workers > 0 else None,
+            pin_memory=self.pin_memory,
+        )
+        yield from loader
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainLoader(num_samples={self.num_samples}, total_batch_size={self.total_batch_size}, "
+            f"batch_size={self.batch_size}, rank={self.rank}/{self.world_size}, iters_per_epoch="
+            f"{self.iters_per_epoch}, multiscale_sizes={self.multiscale_sizes}, stop_aug_epoch="
+            f"{self.stop_aug_epoch}, seed={self.seed}, start_iter={self.start_iter}, num_workers={self.num_workers})"
+        )
+
+
+def build_train_loader(
+    dataset: Sequence[Dict[str, Any]],
+    mapper,
+    total_batch_size: int,
+    num_workers: int = 0,
+    multiscale_sizes: Optional[Sequence[int]] = None,
+    stop_aug_epoch: Optional[int] = None,
+    seed: int = 0,
+    start_iter: int = 0,
+    shuffle: bool = True,
+    pin_memory: bool = False,
+) -> TrainLoader:
+    """LazyCall target of ``dataloader.train`` (see TrainLoader)."""
+    loader = TrainLoader(
+        dataset, mapper, total_batch_size, num_workers=num_workers, multiscale_sizes=multiscale_sizes,
+        stop_aug_epoch=stop_aug_epoch, seed=seed, start_iter=start_iter, shuffle=shuffle, pin_memory=pin_memory,
+    )
+    logger.info("Built %r", loader)
+    return loader
+
+
+def build_test_loader(
+    dataset: Sequence[Dict[str, Any]], mapper, batch_size: int = 1, num_workers: int = 0
+) -> torchdata.DataLoader:
+    """Sharded inference loader (detectron2 ``InferenceSampler``); yields ``list[dict]``."""
+    return build_detection_test_loader(
+        dataset, mapper=mapper, sampler=InferenceSampler(len(dataset)), batch_size=batch_size,
+        num_workers=num_workers,
+    )

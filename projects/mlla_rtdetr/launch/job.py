@@ -1,0 +1,168 @@
+"""A training/evaluation run of tools/train_net.py as a submitit job that requeues itself.
+
+Each submitit task is one training process (one GPU): the job reads its rank from the Slurm (or
+submitit-local) environment, exports the torchrun variables and lets
+:func:`mlla_rtdetr.launch.distributed.launch` join that process group, then runs train_net's
+``main(args)`` in-process. On preemption/time-out the trainer's :class:`PreemptionHook` saves the
+current iteration and hands over to submitit, which calls :meth:`TrainJob.checkpoint` to get the
+resubmission (the same run with ``--resume``) and requeues it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import submitit
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+TRAIN_NET = REPO_ROOT / "tools" / "train_net.py"
+
+
+def load_script(path: Path):
+    """Import a tools/ script as a module without running its ``__main__`` block."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Training script '{path}' does not exist.")
+    name = "_mlla_rtdetr_" + path.stem
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_train_args(module, argv: Sequence[str]):
+    """Parse ``argv`` with the script's own argument parser (detectron2's by default)."""
+    for attr in ("default_argument_parser", "get_parser", "build_argument_parser"):
+        factory = getattr(module, attr, None)
+        if callable(factory):
+            return factory().parse_args(list(argv))
+    from detectron2.engine import default_argument_parser
+
+    return default_argument_parser().parse_args(list(argv))
+
+
+def with_resume(argv: Sequence[str]) -> List[str]:
+    """``argv`` with ``--resume`` (idempotent). It goes first: flags must precede the config
+    overrides, which argparse collects as REMAINDER."""
+    argv = list(argv)
+    return argv if "--resume" in argv else ["--resume"] + argv
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """Callable submitted to submitit: ``tools/train_net.py argv`` in every task.
+
+    Args:
+        argv: train_net arguments (``--config-file X [--eval-only] key=value ...``);
+            ``--num-gpus``/``--num-machines`` are taken from the job's task layout.
+        run_dir: if given, rank 0 records status in ``run_dir/sweep_run.json``.
+        script: the training script (tools/train_net.py).
+        record: extra fields for the run record (sweep name, swept values ...).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        run_dir: Optional[str] = None,
+        script: Optional[str] = None,
+        record: Optional[dict] = None,
+    ):
+        self.argv = list(argv)
+        self.run_dir = None if run_dir is None else str(run_dir)
+        self.script = str(script or TRAIN_NET)
+        self.record = dict(record or {})
+        self.attempt = 0
+
+    def _update_record(self, rank: int, **fields):
+        if self.run_dir is not None and rank == 0:
+            from mlla_rtdetr.sweep.records import update_record
+
+            update_record(self.run_dir, **fields)
+
+    def __call__(self):
+        from .distributed import launch
+
+        job_env = submitit.JobEnvironment()
+        dist_env = submitit.helpers.TorchDistributedEnvironment()
+        # Tasks of one node see all of its GPUs; train_net selects cuda:LOCAL_RANK.
+        dist_env.export(set_cuda_visible_devices=False, overwrite=True)
+        if dist_env.world_size == 1:
+            # a single process needs no process group: run like a plain `train_net.py` call
+            for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+                os.environ.pop(var, None)
+        rank = dist_env.rank
+        self._update_record(
+            rank,
+            **self.record,
+            status="running",
+            job_id=job_env.job_id,
+            attempt=self.attempt,
+            host=socket.gethostname(),
+            argv=self.argv,
+            started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        module = load_script(Path(self.script))
+        args = parse_train_args(module, self.argv)
+        args.num_gpus = dist_env.local_world_size
+        args.num_machines = dist_env.world_size // dist_env.local_world_size
+        args.machine_rank = job_env.node
+        try:
+            result = launch(module.main, 1, args=(args,), backend=_backend(args))
+        except SystemExit as e:
+            if e.code not in (0, None):
+                self._update_record(rank, status="requeued" if _requeued(e) else "failed", returncode=e.code)
+            raise
+        except BaseException as e:
+            self._update_record(rank, status="failed", error=f"{type(e).__name__}: {e}")
+            raise
+        self._update_record(rank, status="finished", returncode=0,
+                            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        return _plain(result)
+
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit on preemption/time-out (after PreemptionHook saved the iteration):
+        resubmit the same run with ``--resume``."""
+        job = TrainJob(with_resume(self.argv), run_dir=self.run_dir, script=self.script, record=self.record)
+        job.attempt = self.attempt + 1
+        return submitit.helpers.DelayedSubmission(job)
+
+
+def _backend(args) -> str:
+    """The process-group backend train_net would use: its --dist-backend, else from the config's
+    training device (gloo for CPU training even on GPU nodes)."""
+    requested = getattr(args, "dist_backend", "auto")
+    if requested != "auto":
+        return requested
+    try:
+        from mlla_rtdetr.engine.defaults import load_config
+        from mlla_rtdetr.engine.launch import dist_backend_for, resolve_device
+
+        return dist_backend_for(resolve_device(load_config(args.config_file, args.opts).train.device))
+    except Exception:  # any config problem surfaces, with its own message, inside main()
+        return "auto"
+
+
+def _requeued(e: SystemExit) -> bool:
+    """The job stopped to be requeued (preemption/time-out), not because it failed."""
+    from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
+
+    from .preemption import PREEMPTED_EXIT_CODE, stop_requested
+
+    return stop_requested() is not None or e.code in (LOCAL_REQUEUE_RETURN_CODE, PREEMPTED_EXIT_CODE, -1)
+
+
+def _plain(result):
+    """Keep the job's pickled result small and free of tensors/config objects."""
+    if isinstance(result, dict):
+        try:
+            from detectron2.evaluation.testing import flatten_results_dict
+
+            return {k: float(v) for k, v in flatten_results_dict(result).items()}
+        except Exception:
+            return None
+    return None

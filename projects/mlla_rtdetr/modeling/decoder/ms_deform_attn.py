@@ -1,0 +1,203 @@
+"""Multi-scale deformable attention in pure PyTorch (``F.grid_sample``), RT-DETR v1/v2 style.
+
+Each query samples ``num_points[l]`` locations on every feature level ``l`` around its reference
+box, per attention head, and returns the attention-weighted sum of the bilinearly sampled values.
+v2 allows a different number of points per level; v1 is the special case of equal counts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn import init
+
+__all__ = ["MSDeformableAttention", "deformable_attention_core"]
+
+
+def deformable_attention_core(
+    value: torch.Tensor,
+    spatial_shapes: Sequence[Tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    num_points_list: Sequence[int],
+    method: str = "default",
+) -> torch.Tensor:
+    """Sample and aggregate multi-scale values.
+
+    Args:
+        value: (B, sum_l H_l*W_l, n_heads, head_dim) projected values, levels concatenated.
+        spatial_shapes: [(H_l, W_l)] per level.
+        sampling_locations: (B, Lq, n_heads, sum(num_points), 2), normalized (x, y) in [0, 1],
+            points grouped level by level.
+        attention_weights: (B, Lq, n_heads, sum(num_points)), softmax-normalized.
+        num_points_list: number of points sampled on each level.
+        method: "default" (bilinear ``grid_sample``, zero padding) or "discrete"
+            (nearest-pixel gather, as the official v2 "discrete" option).
+
+    Returns:
+        (B, Lq, n_heads * head_dim)
+    """
+    bs, _, n_heads, head_dim = value.shape
+    len_q = sampling_locations.shape[1]
+    split_sizes = [h * w for h, w in spatial_shapes]
+    # (B*n_heads, head_dim, sum HW) split per level
+    value_list = value.permute(0, 2, 3, 1).flatten(0, 1).split(split_sizes, dim=-1)
+    # (B*n_heads, Lq, P_total, 2)
+    locations = sampling_locations.permute(0, 2, 1, 3, 4).flatten(0, 1)
+    if method == "default":
+        grids = (2 * locations - 1).split(list(num_points_list), dim=-2)
+    elif method == "discrete":
+        grids = locations.split(list(num_points_list), dim=-2)
+    else:
+        raise ValueError(f"Unknown deformable attention method '{method}'; use 'default' or 'discrete'.")
+
+    sampled = []
+    for level, (h, w) in enumerate(spatial_shapes):
+        value_l = value_list[level].reshape(bs * n_heads, head_dim, h, w)
+        if method == "default":
+            # (B*n_heads, head_dim, Lq, P_l)
+            sampled.append(
+                F.grid_sample(value_l, grids[level], mode="bilinear", padding_mode="zeros", align_corners=False)
+            )
+        else:
+            n_pts = num_points_list[level]
+            scale = torch.tensor([w, h], device=value.device, dtype=grids[level].dtype)
+            coord = (grids[level] * scale + 0.5).to(torch.int64)
+            coord_x = coord[..., 0].clamp(0, w - 1).reshape(bs * n_heads, len_q * n_pts)
+            coord_y = coord[..., 1].clamp(0, h - 1).reshape(bs * n_heads, len_q * n_pts)
+            flat_idx = (coord_y * w + coord_x).unsqueeze(1).expand(-1, head_dim, -1)
+            gathered = value_l.flatten(2).gather(2, flat_idx)
+            sampled.append(gathered.reshape(bs * n_heads, head_dim, len_q, n_pts))
+
+    weights = attention_weights.permute(0, 2, 1, 3).reshape(bs * n_heads, 1, len_q, -1)
+    output = (torch.cat(sampled, dim=-1) * weights).sum(-1)
+    return output.reshape(bs, n_heads * head_dim, len_q).permute(0, 2, 1)
+
+
+class MSDeformableAttention(nn.Module):
+    """Multi-scale deformable attention (Deformable-DETR) with per-level point counts.
+
+    Args:
+        embed_dim: channel width C.
+        num_heads: attention heads; C must be divisible by it.
+        num_levels: feature levels L.
+        num_points: points per level (int for all levels, or a list of L ints).
+        method: "default" (bilinear) or "discrete".
+        offset_scale: offsets are ``offset * (1/n_l) * ref_wh * offset_scale`` for box references.
+
+    The buffer ``num_points_scale`` (``1/n_l`` repeated ``n_l`` times per level) is derived from the
+    arguments, so it is non-persistent: checkpoints never carry it.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        num_levels: int = 4,
+        num_points: Union[int, List[int]] = 4,
+        method: str = "default",
+        offset_scale: float = 0.5,
+    ):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}).")
+        if isinstance(num_points, (list, tuple)):
+            if len(num_points) != num_levels:
+                raise ValueError(f"num_points has {len(num_points)} entries but num_levels is {num_levels}.")
+            num_points_list = [int(n) for n in num_points]
+        else:
+            num_points_list = [int(num_points)] * num_levels
+        if method not in ("default", "discrete"):
+            raise ValueError(f"Unknown deformable attention method '{method}'; use 'default' or 'discrete'.")
+
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        self.num_points_list = num_points_list
+        self.offset_scale = offset_scale
+        self.method = method
+        self.head_dim = embed_dim // num_heads
+        total_points = sum(num_points_list)
+        self.register_buffer(
+            "num_points_scale",
+            torch.tensor([1.0 / n for n in num_points_list for _ in range(n)], dtype=torch.float32),
+            persistent=False,
+        )
+
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * total_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * total_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self._reset_parameters()
+        if method == "discrete":
+            for p in self.sampling_offsets.parameters():
+                p.requires_grad = False
+
+    def _reset_parameters(self):
+        init.constant_(self.sampling_offsets.weight, 0)
+        thetas = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = grid / grid.abs().max(-1, keepdim=True).values
+        grid = grid.reshape(self.num_heads, 1, 2).tile([1, sum(self.num_points_list), 1])
+        scaling = torch.cat([torch.arange(1, n + 1) for n in self.num_points_list]).reshape(1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_((grid * scaling).flatten())
+        init.constant_(self.attention_weights.weight, 0)
+        init.constant_(self.attention_weights.bias, 0)
+        init.xavier_uniform_(self.value_proj.weight)
+        init.constant_(self.value_proj.bias, 0)
+        init.xavier_uniform_(self.output_proj.weight)
+        init.constant_(self.output_proj.bias, 0)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        value: torch.Tensor,
+        spatial_shapes: Sequence[Tuple[int, int]],
+        value_mask: torch.Tensor = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: (B, Lq, C).
+            reference_points: (B, Lq, 1, 4) normalized cxcywh boxes, or (B, Lq, L, 2) points.
+            value: (B, Lv, C) flattened multi-scale memory.
+            spatial_shapes: [(H_l, W_l)] with sum H_l*W_l == Lv.
+            value_mask: optional (B, Lv), True for valid (non-padding) tokens.
+
+        Returns:
+            (B, Lq, C)
+        """
+        bs, len_q = query.shape[:2]
+        len_v = value.shape[1]
+        total_points = sum(self.num_points_list)
+
+        value = self.value_proj(value)
+        if value_mask is not None:
+            value = value * value_mask.to(value.dtype).unsqueeze(-1)
+        value = value.reshape(bs, len_v, self.num_heads, self.head_dim)
+
+        offsets = self.sampling_offsets(query).reshape(bs, len_q, self.num_heads, total_points, 2)
+        weights = self.attention_weights(query).reshape(bs, len_q, self.num_heads, total_points)
+        weights = F.softmax(weights, dim=-1)
+
+        if reference_points.shape[-1] == 4:
+            scale = self.num_points_scale.to(dtype=query.dtype).unsqueeze(-1)
+            offset = offsets * scale * reference_points[:, :, None, :, 2:] * self.offset_scale
+            locations = reference_points[:, :, None, :, :2] + offset
+        elif reference_points.shape[-1] == 2:
+            normalizer = torch.tensor(spatial_shapes, dtype=query.dtype, device=query.device).flip([1])
+            # expand per-level reference points / normalizers to each level's points
+            repeats = torch.tensor(self.num_points_list, device=query.device)
+            normalizer = normalizer.repeat_interleave(repeats, dim=0)  # (P_total, 2)
+            ref = reference_points.repeat_interleave(repeats, dim=2)  # (B, Lq, P_total, 2)
+            locations = ref[:, :, None] + offsets / normalizer
+        else:
+            raise ValueError(f"Last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}.")
+
+        output = deformable_attention_core(value, spatial_shapes, locations, weights, self.num_points_list, self.method)
+        return self.output_proj(output)

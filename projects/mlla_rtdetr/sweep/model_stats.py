@@ -1,0 +1,112 @@
+"""Parameter and FLOP counts of a run's model, from its config (for result tables).
+
+Parameters are counted on the ``meta`` device (no memory, no weight init cost). GFLOPs come from
+fvcore on ``model.forward_raw`` through :mod:`mlla_rtdetr.utils.flops`, as in
+tools/analyze_model.py (GFLOPs = 2 x fvcore's multiply-add count).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def load_run_config(record: dict, run_dir: Optional[Path] = None):
+    """The LazyConfig a run trained with: its base config + overrides (from ``sweep_run.json``),
+    else the ``config.yaml`` detectron2 saved in the run directory. None if neither loads."""
+    from detectron2.config import LazyConfig
+
+    cfg_file = record.get("config_file")
+    if cfg_file and Path(cfg_file).is_file():
+        cfg = LazyConfig.load(cfg_file)
+        overrides = [o for o in record.get("overrides", []) if not o.startswith("train.output_dir=")]
+        return LazyConfig.apply_overrides(cfg, overrides)
+    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+        try:
+            return LazyConfig.load(str(Path(run_dir) / "config.yaml"))
+        except Exception as e:  # configs with non-serializable objects cannot round-trip
+            logger.warning(f"Cannot load {Path(run_dir) / 'config.yaml'}: {e}")
+    return None
+
+
+def model_key(cfg) -> str:
+    """Identity of the model part of a config (runs differing only in seed/schedule share it)."""
+    from omegaconf import OmegaConf
+
+    text = OmegaConf.to_yaml(cfg.model, resolve=False)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def count_params(cfg) -> int:
+    """Number of (unique) parameters of ``instantiate(cfg.model)``."""
+    from detectron2.config import instantiate
+
+    try:
+        with torch.device("meta"):
+            model = instantiate(cfg.model)
+    except Exception:  # some constructors compute on real tensors; fall back to CPU
+        model = instantiate(cfg.model)
+    return sum(p.numel() for p in model.parameters())
+
+
+_SIZE_KEYS = ("model.eval_size", "model.encoder.eval_spatial_size", "model.decoder.eval_spatial_size",
+              "dataloader.test.mapper.image_size")
+
+
+def default_input_size(cfg) -> Tuple[int, int]:
+    """(H, W) the model is evaluated at: the first of ``model.eval_size``, the encoder/decoder
+    ``eval_spatial_size`` and the test mapper's ``image_size`` that is set; else 640x640."""
+    from omegaconf import OmegaConf
+
+    for key in _SIZE_KEYS:
+        size = OmegaConf.select(cfg, key, default=None)
+        if size is None:
+            continue
+        if isinstance(size, int):
+            return size, size
+        return int(size[0]), int(size[1])
+    return 640, 640
+
+
+def count_gflops(cfg, input_size: Optional[Sequence[int]] = None) -> float:
+    """GFLOPs of one image through ``model.forward_raw`` at ``input_size`` (H, W), in eval mode
+    and deploy form (RepVGG fused) if the model has ``deploy()``; the project's convention of
+    tools/analyze_model.py (:func:`mlla_rtdetr.utils.flops.model_flops`: GFLOPs = 2 x GMACs)."""
+    from detectron2.config import instantiate
+
+    from mlla_rtdetr.utils.flops import model_flops
+
+    h, w = input_size or default_input_size(cfg)
+    model = instantiate(cfg.model).eval()
+    if hasattr(model, "deploy"):
+        model.deploy()
+    if not hasattr(model, "forward_raw"):
+        raise TypeError(f"{type(model).__name__} has no forward_raw(images); cannot count FLOPs.")
+    return model_flops(model, h, w, batch_size=1).gflops
+
+
+class StatsCache:
+    """Computes params (and optionally GFLOPs) once per distinct model config."""
+
+    def __init__(self, gflops: bool = False, input_size: Optional[Sequence[int]] = None):
+        self.gflops = gflops
+        self.input_size = input_size
+        self._cache: Dict[str, Dict[str, float]] = {}
+
+    def stats(self, record: dict, run_dir: Path) -> Dict[str, float]:
+        cfg = load_run_config(record, run_dir)
+        if cfg is None:
+            return {}
+        key = model_key(cfg)
+        if key not in self._cache:
+            out: Dict[str, float] = {"params": count_params(cfg)}
+            if self.gflops:
+                out["gflops"] = count_gflops(cfg, self.input_size)
+                out["gflops_input_size"] = list(self.input_size or default_input_size(cfg))
+            self._cache[key] = out
+        return dict(self._cache[key])

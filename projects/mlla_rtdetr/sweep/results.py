@@ -1,0 +1,199 @@
+"""Reading what a training run left in its output directory.
+
+A run directory is recognised by ``sweep_run.json`` (written by tools/sweep.py and tools/submit.py)
+or detectron2's ``metrics.json`` (written by the trainer's JSONWriter, one JSON object per line).
+COCO box metrics come from the last line of ``metrics.json`` that has them (``bbox/AP``,
+``bbox/AP50`` ...; detectron2's COCOEvaluator reports them in percent), else from train_net's
+``eval_results.json`` / ``eval_only_results.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .records import MODEL_STATS, RUN_RECORD, SWEEP_MANIFEST, read_json, read_model_stats, read_record
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+STAT_KEYS = ("params", "gflops", "latency_ms")
+
+
+@dataclass
+class RunResult:
+    """Everything a results table needs about one run.
+
+    Attributes:
+        run_dir: the run's output directory.
+        name: run name (directory name relative to the sweep root).
+        swept: swept config values (axis key -> value text); empty for runs outside a sweep.
+        status: ``finished`` | ``failed`` | ``running`` | ``pending`` | ``unknown``.
+        metrics: COCO metrics by short name (``AP``, ``AP50`` ...), in percent.
+        iteration: training iteration at which ``metrics`` were evaluated (None if unknown).
+        stats: ``params`` (count), ``gflops``, ``latency_ms`` where known.
+        record: the run's ``sweep_run.json`` content.
+        task: evaluation result name the metrics come from (``bbox_ema`` or ``bbox``).
+    """
+
+    run_dir: Path
+    name: str
+    swept: Dict[str, str] = field(default_factory=dict)
+    status: str = "unknown"
+    metrics: Dict[str, float] = field(default_factory=dict)
+    iteration: Optional[int] = None
+    stats: Dict[str, float] = field(default_factory=dict)
+    record: Dict[str, Any] = field(default_factory=dict)
+    task: Optional[str] = None
+
+
+def read_metrics_lines(path: Path) -> List[Dict[str, Any]]:
+    """All JSON objects of a detectron2 ``metrics.json`` (a truncated last line is ignored)."""
+    entries = []
+    if not Path(path).is_file():
+        return entries
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                # a run killed while the writer flushed leaves a partial last line
+                logger.warning(f"Skipping an unreadable line in {path}")
+    return entries
+
+
+def find_eval_metrics(entries: Sequence[Dict[str, Any]], task: str = "auto"):
+    """The last entry having ``<task>/AP``: returns (metrics by short name, iteration, task).
+
+    ``task="auto"`` takes the EMA weights' results (``bbox_ema``, what RT-DETR reports) when
+    the run evaluated them, else the raw weights' (``bbox``).
+    """
+    for entry in reversed(entries):
+        if task == "auto":
+            found = next((t for t in ("bbox_ema", "bbox") if f"{t}/AP" in entry), None)
+        else:
+            found = task if f"{task}/AP" in entry else None
+        if found is not None:
+            task = found
+            metrics = {}
+            for k in COCO_KEYS:
+                v = entry.get(f"{task}/{k}")
+                # COCOeval reports NaN for an empty area range (e.g. no large objects): no value
+                if v is not None and math.isfinite(float(v)):
+                    metrics[k] = float(v)
+            return metrics, entry.get("iteration"), task
+    return {}, None, None
+
+
+EVAL_RESULTS_FILES = ("eval_results.json", "eval_only_results.json")
+
+
+def _eval_results_file(run_dir: Path, task: str):
+    """Fallback: the train_net's ``eval_results.json`` / ``eval_only_results.json``
+    (``{"iteration": i, "results": {"bbox_ema": {"AP": ...}}}``)."""
+    for name in EVAL_RESULTS_FILES:
+        data = read_json(run_dir / name)
+        if not data or not isinstance(data.get("results"), dict):
+            continue
+        flat = {"iteration": data.get("iteration")}
+        for t, values in data["results"].items():
+            if isinstance(values, dict):
+                flat.update({f"{t}/{k}": v for k, v in values.items()})
+        metrics, iteration, found = find_eval_metrics([flat], task)
+        if metrics:
+            return metrics, iteration, found
+    return {}, None, None
+
+
+def read_run(run_dir: Path, root: Optional[Path] = None, task: str = "auto") -> RunResult:
+    run_dir = Path(run_dir)
+    record = read_record(run_dir) or {}
+    name = record.get("name") or (str(run_dir.relative_to(root)) if root else run_dir.name)
+    metrics, iteration, found = find_eval_metrics(read_metrics_lines(run_dir / METRICS_FILE), task)
+    if not metrics:
+        metrics, iteration, found = _eval_results_file(run_dir, task)
+    task = found
+    stats = {k: v for k, v in read_model_stats(run_dir).items() if k in STAT_KEYS and v is not None}
+    return RunResult(
+        run_dir=run_dir,
+        name=name,
+        swept=dict(record.get("swept") or {}),
+        status=record.get("status", "unknown"),
+        metrics=metrics,
+        iteration=iteration,
+        stats=stats,
+        record=record,
+        task=task,
+    )
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / f).is_file() for f in (RUN_RECORD, METRICS_FILE) + EVAL_RESULTS_FILES)
+
+
+def find_run_dirs(roots: Sequence[Path], max_depth: int = 3) -> List[Path]:
+    """Run directories under the given roots (a root may itself be a run directory).
+
+    Order: the order of the sweep manifest (``sweep.json``) if a root has one, then by path.
+    """
+    found: List[Path] = []
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"Results directory '{root}' does not exist.")
+        if _is_run_dir(root):
+            found.append(root)
+            continue
+        manifest = read_json(root / SWEEP_MANIFEST)
+        ordered = []
+        if manifest:
+            for run in manifest.get("runs", []):
+                p = Path(run["output_dir"])
+                if not p.is_absolute() or not p.exists():
+                    p = root / run["name"]
+                if p.is_dir():
+                    ordered.append(p)
+        rest = []
+        frontier = [root]
+        for _ in range(max_depth):
+            nxt = []
+            for d in frontier:
+                for child in sorted(p for p in d.iterdir() if p.is_dir()):
+                    if _is_run_dir(child):
+                        rest.append(child)
+                    else:
+                        nxt.append(child)
+            frontier = nxt
+        seen = {p.resolve() for p in ordered}
+        found.extend(ordered + [p for p in rest if p.resolve() not in seen])
+    return found
+
+
+def collect(roots: Sequence[Path], task: str = "auto") -> List[RunResult]:
+    results = []
+    for root in roots:
+        root = Path(root)
+        for d in find_run_dirs([root]):
+            results.append(read_run(d, root=root if d != root else root.parent, task=task))
+    return results
+
+
+__all__ = [
+    "COCO_KEYS",
+    "STAT_KEYS",
+    "METRICS_FILE",
+    "MODEL_STATS",
+    "RunResult",
+    "collect",
+    "find_eval_metrics",
+    "find_run_dirs",
+    "read_metrics_lines",
+    "read_run",
+]

@@ -1,0 +1,135 @@
+"""tools/benchmark.py and tools/analyze_model.py on the tiny config: JSON keys, positive numbers,
+consistent counts (speed itself is never asserted)."""
+import json
+
+import pytest
+import torch
+
+from mlla_rtdetr.utils.timing import TimingStats, measure, measure_peak_memory
+from tools_utils import MLLA_TINY_CONFIG, TINY_CONFIG, load_tool
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_tool("benchmark")
+
+
+def _positive(row, *keys):
+    for k in keys:
+        assert isinstance(row[k], (int, float)) and row[k] > 0, (k, row[k])
+
+
+def test_measure_counts_calls_and_reports_medians():
+    calls = []
+    stats = measure(lambda: calls.append(1), warmup=2, iters=5)
+    assert len(calls) == 7 and len(stats.times_ms) == 5
+    s = TimingStats([3.0, 1.0, 2.0, 10.0, 4.0])
+    assert s.median == 3.0 and s.min == 1.0 and s.as_dict()["p90_ms"] == 10.0
+
+
+def test_peak_memory_sees_a_large_allocation():
+    mem = measure_peak_memory(lambda: torch.ones(64 * 2**20 // 4).sum())  # 64 MiB buffer
+    assert mem["peak_mb"] >= 48, mem
+
+
+def test_inference_and_train_step_json(bench, tmp_path):
+    out = tmp_path / "inf.json"
+    bench.main(["inference", "--config-file", TINY_CONFIG, "--input-sizes", "96", "--batch-sizes", "1", "2",
+                "--deploy", "both", "--warmup", "0", "--iters", "1", "--no-memory", "--threads", "2",
+                "--output", str(out)])
+    data = json.loads(out.read_text())
+    assert data["mode"] == "inference" and {"environment", "settings", "rows"} <= set(data)
+    rows = data["rows"]
+    assert [(r["batch_size"], r["deploy"]) for r in rows] == [(1, False), (1, True), (2, False), (2, True)]
+    for r in rows:
+        _positive(r, "median_ms", "per_image_ms", "throughput_img_s", "params", "speedup_vs_plain")
+        assert r["per_image_ms"] == pytest.approx(r["median_ms"] / r["batch_size"])
+        assert r["timing"]["iters"] == 1
+    assert rows[0]["speedup_vs_plain"] == 1.0
+    assert rows[1]["params"] < rows[0]["params"]  # RepVGG folding removes the 1x1 branches
+
+    # Several configs are interleaved; ratios against the first; overrides after the configs apply to all.
+    out = tmp_path / "two.json"
+    bench.main(["inference", "--config-file", TINY_CONFIG, MLLA_TINY_CONFIG, "model.num_top_queries=10",
+                "--input-sizes", "64", "--deploy", "on", "--warmup", "0", "--iters", "1", "--no-memory",
+                "--output", str(out)])
+    data = json.loads(out.read_text())
+    assert data["settings"]["opts"] == ["model.num_top_queries=10"]
+    assert [r["config"] for r in data["rows"]] == ["rtdetr_tiny_synthetic", "mlla_rtdetr_tiny_synthetic"]
+    assert data["rows"][0]["time_vs_first_config"] == 1.0 and data["rows"][1]["time_vs_first_config"] > 0
+
+    out = tmp_path / "train.json"
+    bench.main(["train-step", "--config-file", TINY_CONFIG, "--input-sizes", "96", "--batch-sizes", "2",
+                "--deploy", "both", "--warmup", "1", "--iters", "1", "--no-memory", "--output", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["deploy"] for r in rows] == [False, True]
+    for r in rows:
+        _positive(r, "median_ms", "throughput_img_s")
+
+
+def test_encoder_scaling_and_attention_json(bench, tmp_path):
+    out = tmp_path / "enc.json"
+    bench.main(["encoder-scaling", "--config-file", TINY_CONFIG, "--input-sizes", "64", "128",
+                "--levels", "2", "1,2", "--warmup", "0", "--iters", "1", "--no-memory", "--output", str(out)])
+    data = json.loads(out.read_text())
+    rows = {(r["attention"], r["levels"], r["input_size"]): r for r in data["rows"]}
+    assert len(rows) == 8
+    # tokens: S5 of a 64 px image is 2x2; S4 4x4
+    assert rows[("softmax", "S5", 64)]["tokens"] == 4 and rows[("mlla", "S4+S5", 128)]["tokens"] == 16 + 64
+    for r in rows.values():
+        _positive(r, "median_ms", "time_ratio_vs_smallest", "time_vs_softmax")
+    summary = {(s["attention"], s["levels"]): s for s in data["summary"]}
+    assert summary[("mlla", "S5")]["token_ratio"] == 4.0 and summary[("mlla", "S5")]["time_ratio"] > 0
+
+    out = tmp_path / "att.json"
+    bench.main(["attention", "--tokens", "16", "64", "--dim", "32", "--heads", "4", "--warmup", "1",
+                "--iters", "2", "--no-memory", "--output", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["attention"], r["tokens"]) for r in rows] == [("softmax", 16), ("softmax", 64), ("mlla", 16), ("mlla", 64)]
+    for r in rows:
+        _positive(r, "median_ms", "time_vs_softmax", "time_ratio_vs_fewest_tokens")
+    assert rows[0]["time_vs_softmax"] == 1.0 and rows[0]["time_ratio_vs_fewest_tokens"] == 1.0
+
+
+def test_peak_memory_in_a_fresh_process(bench, tmp_path):
+    out = tmp_path / "mem.json"
+    bench.main(["attention", "--attentions", "softmax", "--tokens", "1024", "--dim", "64", "--heads", "2",
+                "--warmup", "1", "--iters", "1", "--memory", "--output", str(out)])
+    row = json.loads(out.read_text())["rows"][0]
+    # qkv (1024 x 192 floats) alone is 0.75 MiB; the process (torch + detectron2) far more.
+    assert row["peak_mem_mb"] > 0.5 and row["total_peak_mem_mb"] > 100 and row["memory_method"]
+
+
+def test_data_pipeline_mode(bench, tmp_path):
+    out = tmp_path / "data.json"
+    bench.main(["data", "--config-file", TINY_CONFIG, "--workers", "0", "--batch-size", "2", "--warmup", "1",
+                "--iters", "2", "--output", str(out), "model.decoder.num_denoising=0"])
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["what"] == "data pipeline" and rows[0]["num_workers"] == 0 and rows[0]["batch_size"] == 2
+    assert rows[1]["what"].startswith("train step")
+    for r in rows:
+        _positive(r, "images_per_s", "ms_per_batch")
+
+
+def test_analyze_model_counts(tmp_path):
+    from detectron2.config import LazyConfig, instantiate
+
+    from mlla_rtdetr.utils.flops import model_flops
+
+    tool = load_tool("analyze_model")
+    out = tmp_path / "a.json"
+    res = tool.main(["--config-file", TINY_CONFIG, "--input-size", "128", "--output", str(out),
+                     "model.decoder.num_layers=1"])
+    saved = json.loads(out.read_text())
+    cfg = LazyConfig.load(TINY_CONFIG)
+    cfg.model.decoder.num_layers = 1
+    model = instantiate(cfg.model)
+    assert saved["params"]["total"] == sum(p.numel() for p in model.parameters())
+    per = saved["params"]["per_module"]
+    assert set(per) >= {"backbone", "encoder", "decoder"}
+    assert sum(v["total"] for v in per.values()) == saved["params"]["total"]
+    f = saved["flops"]
+    assert f["input_size"] == [128, 128] and f["gflops"] == pytest.approx(2 * f["gmacs"])
+    assert f["gflops"] == pytest.approx(model_flops(model, 128, 128).gflops, rel=1e-9)
+    assert sum(f["by_module_gflops"].values()) == pytest.approx(f["gflops"], rel=1e-6)
+    assert res["flops"]["by_module_gflops"]["backbone"] > 0

@@ -1,0 +1,45 @@
+"""Helpers for the tests of tools/analyze_model.py, benchmark.py, demo.py and export_onnx.py."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = str(REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / "rtdetr_tiny_synthetic.py")
+MLLA_TINY_CONFIG = str(REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / "mlla_rtdetr_tiny_synthetic.py")
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` by file path (``import tools.x`` would find detectron2's package)."""
+    path = REPO_ROOT / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_mlla_tool_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def spread_weights_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Re-draw every float tensor of ``model`` like the parity fixtures do (N(0, 1/fan_in) for
+    matrices, 1 + 0.1 N for norm scales, 0.1 N for biases, positive running variances): unlike the
+    training init, the encoder's proposal scores then differ clearly between positions, so outputs
+    are well conditioned for exact comparisons."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        tensors = list(model.named_parameters()) + [
+            (k, b) for k, b in model.named_buffers() if k.endswith(("running_mean", "running_var"))
+        ]
+        for key, t in tensors:
+            if key.endswith("running_var"):
+                t.copy_(0.5 + torch.rand(t.shape, generator=g))
+            elif key.endswith("running_mean"):
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
+            elif t.dim() >= 2:
+                fan_in = max(1, t[0].numel())
+                t.copy_(torch.randn(t.shape, generator=g) * fan_in ** -0.5)
+            elif key.endswith("weight"):
+                t.copy_(1 + 0.1 * torch.randn(t.shape, generator=g))
+            else:
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
+    return model

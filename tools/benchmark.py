@@ -1,0 +1,391 @@
+#!/usr/bin/env python
+"""Speed and memory benchmarks of MLLA-RT-DETR models (CPU or GPU).
+
+Every mode warms up, reports the median (and minimum) of the measured calls, prints a markdown
+table and writes all numbers (plus the environment) to ``--output`` as JSON. Ratios are always
+against a baseline measured in the same run, and the cases compared with each other (the deploy /
+channels-last / compile variants and all configs of one input size and batch; all sizes and
+attentions of one encoder level set; all attention cases) are timed interleaved, call by call, so
+that background load on a shared machine hits them alike. Peak memory:
+``torch.cuda.max_memory_allocated`` on GPU; on CPU the peak resident set size of a fresh process per
+case (``python -m mlla_rtdetr.utils.memprobe``), reported as the extra memory of one call beyond
+the model and inputs already in memory.
+
+Modes::
+
+  inference        latency / throughput of model.forward_raw for batch sizes x input sizes, with and
+                   without RepVGG deploy(), channels-last, torch.compile.
+  train-step       time of one optimizer step (forward with random targets, backward, AdamW step).
+  encoder-scaling  softmax AIFI vs MLLA intra-scale blocks at several input sizes, on S5 only
+                   (use_encoder_idx=2) and S4+S5 (1,2); ratio of the time at 2x the side (4x tokens).
+  attention        one MLLA linear-attention layer vs one softmax attention layer of the same width.
+  data             images/s of the training data pipeline per worker count, and of a training step.
+
+Examples::
+
+  python tools/benchmark.py inference --config-file projects/mlla_rtdetr/configs/rtdetr_r18vd_6x_coco.py \\
+      --input-sizes 640 --batch-sizes 1 --threads 2 --deploy both --output out/r18.json
+  python tools/benchmark.py encoder-scaling --config-file projects/mlla_rtdetr/configs/rtdetr_r18vd_6x_coco.py
+  python tools/benchmark.py attention --tokens 400 6400
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from typing import Any, Dict, List
+
+import torch
+
+from mlla_rtdetr.utils.bench_cases import build_case
+from mlla_rtdetr.utils.memprobe import run_in_subprocess
+from mlla_rtdetr.utils.report import environment, markdown_table, ratio, write_json
+from mlla_rtdetr.utils.timing import measure, measure_interleaved, measure_peak_memory
+
+
+def log(msg: str) -> None:
+    print(f"[benchmark {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def on_off(value: str) -> List[bool]:
+    return {"off": [False], "on": [True], "both": [False, True]}[value]
+
+
+def parse_levels(text: str) -> List[int]:
+    try:
+        levels = [int(x) for x in text.split(",") if x != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"levels must look like '2' or '1,2', got {text!r}") from None
+    if not levels:
+        raise argparse.ArgumentTypeError("empty level list")
+    return levels
+
+
+LEVEL_NAMES = {0: "S3", 1: "S4", 2: "S5"}
+
+
+def level_name(levels: List[int]) -> str:
+    return "+".join(LEVEL_NAMES.get(i, f"L{i}") for i in levels)
+
+
+# ------------------------------------------------------------------------------------------------
+def run_group(specs: List[Dict[str, Any]], labels: List[str], args) -> List[Dict[str, Any]]:
+    """Time the cases of one comparison group interleaved call by call (same background load for
+    all, so their ratios are robust on a shared machine), then measure each one's peak memory
+    unless --no-memory. Returns one result row per spec."""
+    cases = []
+    for spec, label in zip(specs, labels):
+        log(f"{label}: building")
+        cases.append(build_case(spec))
+    device = cases[0].device
+    stats = measure_interleaved({lab: c.fn for lab, c in zip(labels, cases)}, warmup=args.warmup,
+                                iters=args.iters, device=device, progress=log)
+    rows = []
+    for case, label in zip(cases, labels):
+        st = stats[label]
+        row: Dict[str, Any] = {
+            "median_ms": st.median,
+            "min_ms": st.min,
+            "per_image_ms": st.median / case.images_per_call,
+            "throughput_img_s": 1e3 * case.images_per_call / st.median,
+            "timing": st.as_dict(),
+        }
+        row.update({k: v for k, v in case.info.items() if k in ("tokens", "params")})
+        rows.append(row)
+        log(f"{label}: median {st.median:.2f} ms (min {st.min:.2f})")
+    if args.memory:
+        on_gpu = torch.device(device).type == "cuda"
+        if on_gpu:
+            mems = [measure_peak_memory(c.fn, c.device) for c in cases]
+        del cases
+        for i, (spec, label) in enumerate(zip(specs, labels)):
+            if not on_gpu:
+                log(f"{label}: peak memory in a fresh process")
+            mem = mems[i] if on_gpu else run_in_subprocess(spec)
+            rows[i]["peak_mem_mb"] = mem["peak_mb"]
+            rows[i]["total_peak_mem_mb"] = mem["total_peak_mb"]
+            rows[i]["memory_method"] = mem["method"]
+    return rows
+
+
+def base_spec(args, kind: str, **extra) -> Dict[str, Any]:
+    spec = {"kind": kind, "device": args.device, "threads": args.threads, "seed": 0}
+    if getattr(args, "config_file", None):
+        spec["config_file"] = args.config_file
+        spec["overrides"] = list(args.opts)
+    spec.update(extra)
+    return spec
+
+
+# ------------------------------------------------------------------------------------------------
+def config_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def mode_inference(args, train: bool = False) -> Dict[str, Any]:
+    kind = "train_step" if train else "inference"
+    variants = list(itertools.product(on_off(args.deploy), on_off(args.channels_last), on_off(args.compile)))
+    rows = []
+    groups = list(itertools.product(args.input_sizes, args.batch_sizes))
+    for g, (size, bs) in enumerate(groups):  # every config and variant of one size/batch is interleaved
+        specs, labels, heads = [], [], []
+        for cfg_file in args.config_files:
+            for deploy, cl, comp in variants:
+                spec = base_spec(args, kind, input_size=size, batch_size=bs, deploy=deploy, channels_last=cl,
+                                 compile=comp, checkpoint=args.checkpoint or "")
+                spec["config_file"] = cfg_file
+                specs.append(spec)
+                labels.append(f"[{g + 1}/{len(groups)}] {config_name(cfg_file)} {kind} size={size} batch={bs} "
+                              f"deploy={deploy} cl={cl} compile={comp}")
+                heads.append({"config": config_name(cfg_file), "input_size": size, "batch_size": bs,
+                              "deploy": deploy, "channels_last": cl, "compile": comp})
+        for head, row in zip(heads, run_group(specs, labels, args)):
+            rows.append({**head, **row})
+    key = lambda r: (r["config"], r["input_size"], r["batch_size"])  # noqa: E731
+    plain = {}  # the first variant measured: every option off among those asked for
+    for r in rows:
+        plain.setdefault(key(r), r)
+    first = config_name(args.config_files[0])
+    same_variant = lambda r: (r["input_size"], r["batch_size"], r["deploy"], r["channels_last"], r["compile"])  # noqa: E731
+    base_cfg = {same_variant(r): r for r in rows if r["config"] == first}
+    for row in rows:  # speed-up vs the plainest variant of the same config, size and batch
+        base = plain.get(key(row))
+        row["speedup_vs_plain"] = ratio(base["median_ms"], row["median_ms"]) if base else None
+        ref = base_cfg.get(same_variant(row))
+        row["time_vs_first_config"] = ratio(row["median_ms"], ref["median_ms"]) if ref else None
+    cols = (["config"] if len(args.config_files) > 1 else []) + [
+        "input_size", "batch_size", "deploy", "channels_last", "compile", "median_ms", "min_ms", "per_image_ms",
+        "throughput_img_s", "speedup_vs_plain"] + (["time_vs_first_config"] if len(args.config_files) > 1 else []) + (
+        ["peak_mem_mb"] if args.memory else [])
+    title = "Training step" if train else "Inference (forward_raw)"
+    return {"rows": rows, "tables": [(title, markdown_table(rows, cols))]}
+
+
+def mode_encoder_scaling(args) -> Dict[str, Any]:
+    kind = "encoder_blocks" if args.scope == "blocks" else "encoder"
+    rows = []
+    for g, levels in enumerate(args.levels):  # every size and attention of one level set is interleaved
+        combos = list(itertools.product(args.attentions, args.input_sizes))
+        specs = [base_spec(args, kind, input_size=size, batch_size=args.batch_size, attention=attn,
+                           use_encoder_idx=levels) for attn, size in combos]
+        labels = [f"[{g + 1}/{len(args.levels)}] {kind} {attn} {level_name(levels)} size={size}" for attn, size in combos]
+        for (attn, size), row in zip(combos, run_group(specs, labels, args)):
+            rows.append({"attention": attn, "levels": level_name(levels), "input_size": size, **row})
+    order = {level_name(lv): i for i, lv in enumerate(args.levels)}
+    rows.sort(key=lambda r: (order[r["levels"]], args.attentions.index(r["attention"]), r["input_size"]))
+    ref_size = min(args.input_sizes)
+    summary = []
+    for levels, attn in itertools.product(args.levels, args.attentions):
+        group = {r["input_size"]: r for r in rows if r["attention"] == attn and r["levels"] == level_name(levels)}
+        base = group[ref_size]
+        for size, r in sorted(group.items()):
+            r["time_ratio_vs_smallest"] = ratio(r["median_ms"], base["median_ms"])
+            r["min_time_ratio_vs_smallest"] = ratio(r["min_ms"], base["min_ms"])
+            r["token_ratio_vs_smallest"] = ratio(r["tokens"], base["tokens"])
+        entry = {"attention": attn, "levels": level_name(levels), "from_size": ref_size}
+        double = 2 * ref_size
+        if double in group:
+            entry["to_size"] = double
+            entry["token_ratio"] = ratio(group[double]["tokens"], base["tokens"])
+            entry["time_ratio"] = ratio(group[double]["median_ms"], base["median_ms"])
+            entry["time_ratio_of_min"] = ratio(group[double]["min_ms"], base["min_ms"])
+            if args.memory:
+                entry["mem_ratio"] = ratio(group[double].get("peak_mem_mb"), base.get("peak_mem_mb"))
+        summary.append(entry)
+    for r in rows:  # MLLA vs softmax at the same size / levels
+        soft = next((s for s in rows if s["attention"] == "softmax" and s["levels"] == r["levels"]
+                     and s["input_size"] == r["input_size"]), None)
+        r["time_vs_softmax"] = ratio(r["median_ms"], soft["median_ms"]) if soft else None
+    cols = ["attention", "levels", "input_size", "tokens", "median_ms", "min_ms", "time_ratio_vs_smallest",
+            "min_time_ratio_vs_smallest", "token_ratio_vs_smallest", "time_vs_softmax"] + (["peak_mem_mb"] if args.memory else [])
+    scope = "intra-scale blocks only" if args.scope == "blocks" else "whole hybrid encoder"
+    return {
+        "rows": rows, "summary": summary,
+        "tables": [(f"Encoder scaling ({scope}, batch {args.batch_size})", markdown_table(rows, cols)),
+                   (f"Time ratio {ref_size} -> {2 * ref_size} (4x tokens: ~4x linear, ~16x quadratic)",
+                    markdown_table(summary))],
+    }
+
+
+def mode_attention(args) -> Dict[str, Any]:
+    rows = []
+    combos = list(itertools.product(args.attentions, args.tokens))  # all interleaved
+    specs = [base_spec(args, "attention", attention=attn, tokens=tokens, dim=args.dim, num_heads=args.heads,
+                       batch_size=args.batch_size) for attn, tokens in combos]
+    labels = [f"attention {attn} tokens={tokens}" for attn, tokens in combos]
+    for (attn, tokens), row in zip(combos, run_group(specs, labels, args)):
+        rows.append({"attention": attn, "tokens": tokens, "dim": args.dim, "heads": args.heads, **row})
+    rows.sort(key=lambda r: (args.attentions.index(r["attention"]), args.tokens.index(r["tokens"])))
+    lo = min(args.tokens)
+    for r in rows:
+        base = next(s for s in rows if s["attention"] == r["attention"] and s["tokens"] == lo)
+        r["time_ratio_vs_fewest_tokens"] = ratio(r["median_ms"], base["median_ms"])
+        soft = next((s for s in rows if s["attention"] == "softmax" and s["tokens"] == r["tokens"]), None)
+        r["time_vs_softmax"] = ratio(r["median_ms"], soft["median_ms"]) if soft else None
+    cols = ["attention", "tokens", "dim", "heads", "median_ms", "min_ms", "time_ratio_vs_fewest_tokens", "time_vs_softmax"] + (
+        ["peak_mem_mb"] if args.memory else [])
+    return {"rows": rows, "tables": [("Attention micro-benchmark", markdown_table(rows, cols))]}
+
+
+def mode_data(args) -> Dict[str, Any]:
+    from mlla_rtdetr.utils.config import load_config
+    from detectron2.config import instantiate
+
+    cfg = load_config(args.config_file, args.opts)
+    if "dataloader" not in cfg or "train" not in cfg.dataloader:
+        raise KeyError(f"{args.config_file} defines no dataloader.train; pass a recipe.")
+    if args.batch_size:
+        cfg.dataloader.train.total_batch_size = args.batch_size
+    bs = int(cfg.dataloader.train.total_batch_size)
+    rows = []
+    first_batch = None
+    for w in args.workers:
+        cfg.dataloader.train.num_workers = w
+        log(f"data: num_workers={w}: building the loader")
+        loader = instantiate(cfg.dataloader.train)
+        it = iter(loader)
+        for _ in range(args.warmup):
+            batch = next(it)
+        t0 = time.perf_counter()
+        n_img = 0
+        for i in range(args.iters):
+            batch = next(it)
+            n_img += len(batch)
+            if (i + 1) % 5 == 0 or i + 1 == args.iters:
+                log(f"data: num_workers={w}: {i + 1}/{args.iters} batches, "
+                    f"{n_img / (time.perf_counter() - t0):.1f} img/s")
+        dt = time.perf_counter() - t0
+        first_batch = first_batch or batch
+        rows.append({"what": "data pipeline", "num_workers": w, "batch_size": bs, "batches": args.iters,
+                     "images_per_s": n_img / dt, "ms_per_batch": 1e3 * dt / args.iters})
+        del it, loader
+    if not args.skip_train_step:
+        from mlla_rtdetr.utils.config import build_model
+
+        model = build_model(cfg, checkpoint="", device=args.device).train()
+        batch = [{k: (v.to(args.device) if torch.is_tensor(v) else v) for k, v in d.items()} for d in first_batch]
+        for d in batch:
+            if "instances" in d:
+                d["instances"] = d["instances"].to(args.device)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+        def step():
+            loss = sum(model(batch).values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        stats = measure(step, warmup=1, iters=max(2, args.iters // 2), device=args.device,
+                        progress=lambda m: log(f"train step: {m}"))
+        size = tuple(first_batch[0]["image"].shape[-2:])
+        rows.append({"what": f"train step {size[0]}x{size[1]}", "num_workers": None, "batch_size": len(batch),
+                     "batches": len(stats.times_ms), "images_per_s": 1e3 * len(batch) / stats.median,
+                     "ms_per_batch": stats.median})
+    cols = ["what", "num_workers", "batch_size", "batches", "images_per_s", "ms_per_batch"]
+    return {"rows": rows, "tables": [("Training data pipeline throughput", markdown_table(rows, cols))]}
+
+
+# ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+
+    def common(p, needs_config=True, warmup=3, iters=10, several=False):
+        if several:
+            p.add_argument("--config-file", dest="config_files", nargs="+", required=True,
+                           help="recipe or model config(s) (LazyConfig .py); several are timed interleaved, "
+                                "with ratios against the first")
+        elif needs_config:
+            p.add_argument("--config-file", required=True, help="recipe or model config (LazyConfig .py)")
+        p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+        p.add_argument("--warmup", type=int, default=warmup, help="unmeasured calls before timing")
+        p.add_argument("--iters", type=int, default=iters, help="measured calls (the median is reported)")
+        p.add_argument("--output", default=None, help="JSON file for all numbers (default: print only)")
+        p.add_argument("--markdown", default=None, help="also write the markdown tables to this file")
+        if needs_config:
+            p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                           help="config overrides key=value (e.g. model.num_top_queries=100)")
+        else:
+            p.set_defaults(opts=[])
+
+    def memory(p, default=True):
+        p.add_argument("--memory", dest="memory", action="store_true", default=default,
+                       help="measure peak memory per case (fresh process per case on CPU)")
+        p.add_argument("--no-memory", dest="memory", action="store_false")
+
+    for name, help_ in (("inference", "model inference latency/throughput"), ("train-step", "training step time")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--input-sizes", type=int, nargs="+", default=[640])
+        p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+        p.add_argument("--deploy", choices=["off", "on", "both"], default="both" if name == "inference" else "off",
+                       help="RepVGG deploy() folding")
+        p.add_argument("--channels-last", choices=["off", "on", "both"], default="off")
+        p.add_argument("--compile", choices=["off", "on", "both"], default="off",
+                       help="torch.compile the forward (needs a C++ compiler on CPU; slow to start)")
+        p.add_argument("--checkpoint", default="", help="weights to load (default: random init)")
+        memory(p)
+        common(p, several=True)
+
+    p = sub.add_parser("encoder-scaling", help="softmax vs MLLA encoder vs input size")
+    p.add_argument("--input-sizes", type=int, nargs="+", default=[640, 960, 1280, 1600])
+    p.add_argument("--levels", type=parse_levels, nargs="+", default=[[2], [1, 2]],
+                   help="use_encoder_idx sets, e.g. 2 (S5 only) and 1,2 (S4+S5)")
+    p.add_argument("--attentions", nargs="+", default=["softmax", "mlla"])
+    p.add_argument("--scope", choices=["blocks", "encoder"], default="blocks",
+                   help="time the intra-scale blocks only (the attention part) or the whole hybrid encoder")
+    p.add_argument("--batch-size", type=int, default=1)
+    memory(p)
+    common(p, warmup=2, iters=5)
+
+    p = sub.add_parser("attention", help="MLLA linear attention vs softmax attention")
+    p.add_argument("--tokens", type=int, nargs="+", default=[400, 6400], help="square numbers (HxW maps)")
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--attentions", nargs="+", default=["softmax", "mlla"])
+    p.add_argument("--batch-size", type=int, default=1)
+    memory(p)
+    common(p, needs_config=False)
+
+    p = sub.add_parser("data", help="training data pipeline throughput")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--batch-size", type=int, default=None, help="override dataloader.train.total_batch_size")
+    p.add_argument("--skip-train-step", action="store_true")
+    p.set_defaults(memory=False)
+    common(p, warmup=2, iters=20)
+    return parser
+
+
+def main(argv=None) -> Dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    if args.opts and args.opts[0] == "--":
+        args.opts = args.opts[1:]
+    if getattr(args, "config_files", None):  # nargs="+" also swallows trailing key=value overrides
+        args.opts = [c for c in args.config_files if "=" in c] + list(args.opts)
+        args.config_files = [c for c in args.config_files if "=" not in c]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.iters < 1 or args.warmup < 0:
+        raise SystemExit("--iters must be >= 1 and --warmup >= 0")
+    mode = {"inference": mode_inference, "train-step": lambda a: mode_inference(a, train=True),
+            "encoder-scaling": mode_encoder_scaling, "attention": mode_attention, "data": mode_data}[args.mode]
+    result = mode(args)
+    settings = {k: v for k, v in vars(args).items() if k not in ("output", "markdown")}
+    payload = {"mode": args.mode, "environment": environment(), "settings": settings,
+               **{k: v for k, v in result.items() if k != "tables"}}
+    text = "\n\n".join(f"### {title}\n\n{table}" for title, table in result["tables"])
+    print(text)
+    if args.output:
+        write_json(args.output, payload)
+        log(f"wrote {args.output}")
+    if args.markdown:
+        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

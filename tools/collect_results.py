@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Make a paper-style table from training output directories (e.g. a tools/sweep.py root).
+
+    tools/collect_results.py output/sweeps/attention
+    tools/collect_results.py output/sweeps/attention --analyze      # also count GFLOPs (fvcore)
+    tools/collect_results.py runA runB --out output/table            # any run directories
+
+Prints Markdown and writes ``<out>.md`` and ``<out>.csv`` (per run) and, when the runs sweep the
+seed key (``train.seed``), ``<out>_seeds.csv`` with mean and sample standard deviation over seeds.
+Columns: the swept values, AP, AP50, AP75, APs, APm, APl (COCO box metrics of the last evaluation
+in ``metrics.json``: the EMA weights' if evaluated, else the raw weights'), Params (M), GFLOPs,
+Latency (ms). Best value per column in bold. Params/GFLOPs/latency come from
+``<run_dir>/model_stats.json`` (tools/analyze_model.py, tools/benchmark.py); missing params are
+counted from the run's config, missing GFLOPs with ``--analyze``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from mlla_rtdetr.sweep.records import merge_model_stats
+from mlla_rtdetr.sweep.results import STAT_KEYS, collect
+from mlla_rtdetr.sweep.table import DEFAULT_SEED_KEY, per_run_table, seed_table, to_csv, to_markdown
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dirs", nargs="+", help="sweep roots or run directories")
+    parser.add_argument("--out", default=None,
+                        help="output path prefix (default: <first dir>/results)")
+    parser.add_argument("--seed-key", default=DEFAULT_SEED_KEY,
+                        help="swept key averaged over in the seeds table")
+    parser.add_argument("--task", default="auto",
+                        help="evaluation result name: auto (bbox_ema if present, else bbox), bbox, bbox_ema")
+    parser.add_argument("--analyze", action="store_true",
+                        help="count GFLOPs with fvcore when model_stats.json lacks them (cached there)")
+    parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="image size for --analyze (default: the model's eval_size or 640x640)")
+    parser.add_argument("--no-params", action="store_true",
+                        help="do not count missing parameters from the configs")
+    parser.add_argument("--all", action="store_true",
+                        help="also list runs that have no evaluation results yet")
+    parser.add_argument("--no-write", action="store_true", help="only print the tables")
+    return parser
+
+
+def fill_stats(results, gflops: bool, input_size, count_params: bool) -> None:
+    from mlla_rtdetr.sweep.model_stats import StatsCache
+
+    cache = StatsCache(gflops=gflops, input_size=input_size)
+    for r in results:
+        need_params = count_params and "params" not in r.stats
+        need_gflops = gflops and "gflops" not in r.stats
+        if not (need_params or need_gflops):
+            continue
+        try:
+            stats = cache.stats(r.record, r.run_dir)
+        except Exception as e:
+            logging.warning(f"Cannot compute model stats of {r.run_dir}: {type(e).__name__}: {e}")
+            continue
+        if not stats:
+            logging.warning(f"{r.run_dir}: no config to count parameters from.")
+            continue
+        if gflops:  # computed on request: keep them with the run for the next table
+            merge_model_stats(r.run_dir, {k: v for k, v in stats.items() if k not in r.stats})
+        r.stats.update({k: v for k, v in stats.items() if k in STAT_KEYS and k not in r.stats})
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        results = collect([Path(d) for d in args.dirs], task=args.task)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"collect_results: error: {e}", file=sys.stderr)
+        return 2
+    if not results:
+        print(f"collect_results: error: no run directories (with sweep_run.json or metrics.json) "
+              f"under {', '.join(args.dirs)}.", file=sys.stderr)
+        return 2
+    without = [r for r in results if not r.metrics]
+    for r in without:
+        print(f"note: {r.name}: no evaluation results yet (status: {r.status})", file=sys.stderr)
+    if not args.all:
+        results = [r for r in results if r.metrics]
+    if not results:
+        print("collect_results: error: no run has evaluation results.", file=sys.stderr)
+        return 1
+    fill_stats(results, args.analyze, args.input_size, not args.no_params)
+
+    out = Path(args.out) if args.out else Path(args.dirs[0]) / "results"
+    table = per_run_table(results)
+    seeds = seed_table(results, seed_key=args.seed_key)
+    tasks = sorted({r.task for r in results if r.task})
+    text = [f"## {table.title} ({len(results)} runs; metrics: {', '.join(tasks) or '-'})", "",
+            to_markdown(table)]
+    if seeds is not None:
+        text += ["", f"## {seeds.title}", "", to_markdown(seeds)]
+    markdown = "\n".join(text) + "\n"
+    print(markdown)
+    if not args.no_write:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(markdown)
+        out.with_suffix(".csv").write_text(to_csv(table))
+        written = [out.with_suffix(".md"), out.with_suffix(".csv")]
+        if seeds is not None:
+            seeds_csv = out.parent / (out.name + "_seeds.csv")
+            seeds_csv.write_text(to_csv(seeds))
+            written.append(seeds_csv)
+        print("Wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Convert an official RT-DETR checkpoint (v1 ``rtdetr_pytorch`` or v2 ``rtdetrv2_pytorch``) or
+official ImageNet ResNet-vd backbone weights to this code base.
+
+Examples::
+
+    python tools/convert_rtdetr_checkpoint.py --input rtdetr_r18vd_dec3_6x_coco_from_paddle.pth \\
+        --output output/rtdetr_r18vd_6x_coco_converted.pth
+    python tools/convert_rtdetr_checkpoint.py --input rtdetrv2_r50vd_6x_coco_ema.pth --output r50.pth \\
+        --config projects/mlla_rtdetr/configs/rtdetrv2_r50vd_6x_coco.py   # also check against the model
+    python tools/convert_rtdetr_checkpoint.py --kind resnet_vd --input ResNet50_vd_ssld_v2_pretrained_from_paddle.pth \\
+        --output r50vd_backbone.pth --prefix backbone.
+
+The output is ``{"model": state_dict}`` with tensors only (``torch.load(..., weights_only=True)``
+reads it); point ``train.init_checkpoint`` at it, or directly at the official file (it is
+detected and converted on load).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, help="official checkpoint (.pth)")
+    p.add_argument("--output", required=True, help="where to write {'model': state_dict}")
+    p.add_argument("--kind", choices=("rtdetr", "resnet_vd"), default="rtdetr",
+                   help="full RT-DETR detector (default) or ImageNet ResNet-vd backbone weights")
+    p.add_argument("--version", choices=("auto", "v1", "v2"), default="auto",
+                   help="official code base the detector checkpoint comes from (default: detect from keys)")
+    p.add_argument("--prefix", default="", help="resnet_vd only: prefix added to every key (e.g. 'backbone.')")
+    p.add_argument("--config", default=None,
+                   help="optional LazyConfig recipe: build its model and require an exact key/shape match")
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="allow arbitrary pickled objects in the input (only for files you trust)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from mlla_rtdetr.checkpoint.rtdetr_converter import (
+        CheckpointConversionError,
+        convert_official_resnet_vd,
+        convert_official_rtdetr,
+        read_checkpoint,
+    )
+
+    target = None
+    if args.config:
+        from detectron2.config import LazyConfig, instantiate
+
+        model = instantiate(LazyConfig.load(args.config).model)
+        target = model if args.kind == "rtdetr" else model.backbone
+    try:
+        ckpt = read_checkpoint(args.input, weights_only=not args.unsafe_load)
+        if args.kind == "rtdetr":
+            state, report = convert_official_rtdetr(ckpt, version=args.version, target=target)
+        else:
+            state, report = convert_official_resnet_vd(ckpt, prefix=args.prefix, target=target)
+    except (CheckpointConversionError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {k: v.detach().cpu().contiguous() for k, v in state.items()}}, str(out))
+    print(report)
+    print(f"wrote {len(state)} tensors to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

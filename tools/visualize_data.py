@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Draw training samples after the RT-DETR augmentations (boxes + class names) to PNG files.
+
+Examples::
+
+    python tools/visualize_data.py --config-file configs/common/data/synthetic_detection.py \
+        --num-images 8 --output-dir output/vis
+    python tools/visualize_data.py --config-file projects/mlla_rtdetr/configs/<recipe>.py \
+        --num-images 4 --output-dir output/vis dataloader.train.stop_aug_epoch=0
+
+Trailing ``key=value`` arguments override the config (detectron2 LazyConfig syntax).
+"""
+import argparse
+import os
+import sys
+
+from PIL import Image, ImageDraw
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="LazyConfig file defining dataloader.train")
+    parser.add_argument("--num-images", type=int, default=8, help="number of samples to draw")
+    parser.add_argument("--output-dir", required=True, help="folder for the PNG files")
+    parser.add_argument("--start-iter", type=int, default=0, help="first training iteration to draw")
+    parser.add_argument("--split", choices=("train", "test"), default="train",
+                        help="draw the train pipeline (augmented, with boxes) or the test pipeline")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: key=value ...")
+    return parser.parse_args(argv)
+
+
+def _palette(k: int):
+    hues = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
+    return hues[k % len(hues)]
+
+
+def draw_sample(sample, class_names):
+    """PIL image of a mapped sample (``image`` (3, H, W) uint8) with its gt boxes and names."""
+    img = Image.fromarray(sample["image"].permute(1, 2, 0).numpy(), "RGB")
+    draw = ImageDraw.Draw(img)
+    inst = sample.get("instances")
+    if inst is not None:
+        for box, cls in zip(inst.gt_boxes.tensor.tolist(), inst.gt_classes.tolist()):
+            colour = _palette(cls)
+            draw.rectangle(box, outline=colour, width=2)
+            name = class_names[cls] if cls < len(class_names) else str(cls)
+            tx, ty = box[0] + 2, max(box[1] - 11, 0)
+            tw = draw.textlength(name)
+            draw.rectangle((tx - 1, ty, tx + tw + 1, ty + 10), fill=colour)
+            draw.text((tx, ty - 1), name, fill=(255, 255, 255))
+    return img
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.data import MetadataCatalog
+
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, [o for o in args.opts if o != "--"])
+    loader_cfg = cfg.dataloader.train if args.split == "train" else cfg.dataloader.test
+    loader_cfg.num_workers = 0
+    loader = instantiate(loader_cfg)
+    names = loader_cfg.dataset.names
+    names = [names] if isinstance(names, str) else list(names)
+    class_names = list(getattr(MetadataCatalog.get(names[0]), "thing_classes", []))
+    if args.split == "train":
+        loader.set_start_iter(args.start_iter)
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    written = 0
+    for it, batch in enumerate(loader, start=args.start_iter if args.split == "train" else 0):
+        for j, sample in enumerate(batch):
+            path = os.path.join(args.output_dir, f"{args.split}_iter{it:06d}_{j:02d}_id{sample['image_id']}.png")
+            draw_sample(sample, class_names).save(path)
+            written += 1
+            if written >= args.num_images:
+                print(f"Wrote {written} images to {args.output_dir}")
+                return 0
+    print(f"Wrote {written} images to {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
