@@ -316,3 +316,22 @@ def test_init_checkpoint_detects_official_rtdetr_layout(tmp_path):
     assert report["format"] == "official RT-DETR" and report["ema"] == "reset from the loaded model"
     for k, v in src.state_dict().items():
         assert torch.equal(v, dst.state_dict()[k]), k
+
+
+class _MatcherNaNDetector(ToyDetector):
+    """Fails like the Hungarian matcher does when predictions turn NaN (before any loss exists)."""
+
+    def forward(self, batched):
+        if self.training and self.nan_after is not None and int(self.steps) >= self.nan_after:
+            raise FloatingPointError("HungarianMatcher: non-finite matching cost")
+        return super().forward(batched)
+
+
+def test_nan_in_forward_stops_with_iteration(tmp_path):
+    out = str(tmp_path / "nan_fwd")
+    cfg = toy_config(out)
+    cfg.model._target_ = _MatcherNaNDetector
+    cfg.model.nan_after = 6
+    with pytest.raises(NonFiniteLossError, match=r"iteration 6 .*forward pass.*non-finite matching cost"):
+        do_train(cfg)
+    assert open(os.path.join(out, "last_checkpoint")).read().strip() == "model_0000004.pth"

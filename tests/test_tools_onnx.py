@@ -71,20 +71,20 @@ def test_compare_up_to_query_order_ignores_permutations():
     assert compare(ref, outs, ["a", "b"])["a"]["max_abs_diff"] > 1  # strict order comparison sees it
 
 
-def test_export_tool_on_tiny_config(tmp_path):
+def test_export_tool_on_tiny_config(tmp_path, config=TINY_CONFIG):
     from detectron2.config import LazyConfig, instantiate
 
-    cfg = LazyConfig.load(TINY_CONFIG)
+    cfg = LazyConfig.load(config)
     model = spread_weights_(instantiate(cfg.model), seed=0)
     ckpt = tmp_path / "tiny.pth"
     torch.save({"model": model.state_dict()}, ckpt)
     tool = load_tool("export_onnx")
     onnx_path, report = tmp_path / "tiny.onnx", tmp_path / "report.json"
-    result = tool.main(["--config-file", TINY_CONFIG, "--checkpoint", str(ckpt), "--output", str(onnx_path),
-                        "--input-size", "128", "--check-batch", "2", "--report", str(report)])
+    result = tool.main(["--config-file", config, "--checkpoint", str(ckpt), "--output", str(onnx_path),
+                        "--input-size", "128", "--check-batch", "3", "--report", str(report)])
     assert onnx_path.is_file() and result["passed"]
     saved = json.loads(report.read_text())
-    assert saved["shapes"] == {"pred_logits": [2, 40, 5], "pred_boxes": [2, 40, 4]}
+    assert saved["shapes"] == {"pred_logits": [3, 40, 5], "pred_boxes": [3, 40, 4]}
     for name in ("pred_logits", "pred_boxes"):
         assert saved["max_abs_diff_matched"][name] <= 1e-4
     # With well-spread weights no proposals tie: the outputs match query by query.

@@ -31,7 +31,10 @@ from detectron2.utils.logger import setup_logger
 from .checkpoint import BestCheckpointer, Checkpointer, PeriodicCheckpointer, load_init_checkpoint
 from .ema import EMAHook, ModelEMA, unwrap_model
 from .evaluation import FastCOCOEvaluator, evaluate_model, faster_cocoeval, has_faster_coco_eval
-from .launch import create_ddp_model, dist_backend_for, launch, resolve_device
+from mlla_rtdetr.launch.distributed import launch  # joins torchrun groups, else spawns
+from mlla_rtdetr.launch.preemption import PreemptionHook
+
+from .launch import create_ddp_model, dist_backend_for, resolve_device
 from .optim import describe_param_groups
 from .overrides import apply_overrides
 from .trainer import Trainer
@@ -378,6 +381,8 @@ def do_train(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
             TensorboardXWriter(output_dir),
         ]
         hook_list.append(d2_hooks.PeriodicWriter(writers, period=int(cfg.train.log_period)))
+    # Last, so a preemption checkpoint holds the state after scheduler, EMA and writers ran.
+    hook_list.append(PreemptionHook(checkpointer))
     trainer.register_hooks([h for h in hook_list if h is not None])
 
     start_iter = 0

@@ -97,8 +97,17 @@ class Trainer(SimpleTrainer):
         if self.seed is not None:
             seed_iteration(self.seed, comm.get_rank(), self.iter)
 
-        with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp):
-            loss_dict = self.model(data)
+        try:
+            with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp):
+                loss_dict = self.model(data)
+        except FloatingPointError as e:  # e.g. the matcher met NaN predictions before any loss
+            if isinstance(e, NonFiniteLossError):
+                raise
+            raise NonFiniteLossError(
+                f"Non-finite values at iteration {self.iter} on rank {comm.get_rank()} during the "
+                f"forward pass ({e}). The optimizer step was skipped; the last saved checkpoint is "
+                "intact. Try a lower lr, gradient clipping (train.clip_grad) or disabling AMP."
+            ) from e
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         losses = sum(v.float() for v in loss_dict.values())

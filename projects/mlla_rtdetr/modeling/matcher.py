@@ -80,7 +80,8 @@ class HungarianMatcher(nn.Module):
                 continue
             cost = self.cost_matrix(logits[i].float(), boxes[i].float(), t["labels"], t["boxes"].float())
             if not torch.isfinite(cost).all():
-                raise ValueError(
+                # FloatingPointError: the trainer reports it like a NaN loss (iteration named).
+                raise FloatingPointError(
                     "HungarianMatcher: non-finite matching cost (NaN/inf predictions or degenerate target "
                     "boxes with zero area)."
                 )

@@ -129,7 +129,7 @@ def rope_tables(h: int, w: int, dim: int, base: float = 10000, device=None,
 
 def apply_rope(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
     """Rotate (B, N, C) tokens with tables from :func:`rope_tables` (N = h*w, C = dim)."""
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (im, re) per pair
+    swapped = x.unflatten(-1, (x.shape[-1] // 2, 2)).flip(-1).flatten(-2)  # (im, re) per pair
     return x * cos2 + swapped * sin2
 
 
@@ -171,14 +171,18 @@ def mlla_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_r
     i.e. the numerator uses the rotated q/k, the normalizer the un-rotated ones (as published).
     Returns (B, N, C).
     """
-    b, n, c = q.shape
+    n, c = q.shape[1], q.shape[2]
     d = c // num_heads
-    qh, kh, vh = q.view(b, n, num_heads, d), k.view(b, n, num_heads, d), v.reshape(b, n, num_heads, d)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, N, h, d); no batch size baked in (ONNX)
+        return t.unflatten(-1, (num_heads, d))
+
+    qh, kh, vh = heads(q), heads(k), heads(v)
     k_mean = kh.mean(dim=1)  # (B, h, d)
     z = 1.0 / (torch.einsum("bnhd,bhd->bnh", qh, k_mean) + eps)
-    kv = torch.einsum("bnhd,bnhe->bhde", k_rope.view(b, n, num_heads, d), vh) * (1.0 / n)
-    out = torch.einsum("bnhd,bhde->bnhe", q_rope.view(b, n, num_heads, d), kv)
-    return (out * z.unsqueeze(-1)).reshape(b, n, c)
+    kv = torch.einsum("bnhd,bnhe->bhde", heads(k_rope), vh) * (1.0 / n)
+    out = torch.einsum("bnhd,bhde->bnhe", heads(q_rope), kv)
+    return (out * z.unsqueeze(-1)).flatten(-2)
 
 
 class LinearAttention(nn.Module):

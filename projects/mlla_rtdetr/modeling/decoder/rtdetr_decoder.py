@@ -405,7 +405,7 @@ class RTDETRTransformer(nn.Module):
 
         # the box head is row-wise: evaluating it on the selected tokens only saves ~N/Q of its cost
         topk_memory = gather(output_memory)
-        topk_coord_unact = self.enc_bbox_head(topk_memory) + gather(anchors.expand(memory.shape[0], -1, -1))
+        topk_coord_unact = self.enc_bbox_head(topk_memory) + anchors[0][topk_ind]  # anchors: (1, N, 4)
         enc_topk_bboxes, enc_topk_logits = None, None
         if self.training:
             enc_topk_bboxes = torch.sigmoid(topk_coord_unact)

@@ -1,0 +1,176 @@
+"""Training-curve plots (from detectron2's ``metrics.json``) and ground truth vs prediction
+pictures, for ``tools/run_demo.py``.
+
+Label strings come from :mod:`.visualize`; here ground truth and predictions get two fixed,
+distinct colours (not per-class colours) so the two sets can be told apart on one picture.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .visualize import detection_labels
+
+__all__ = [
+    "GT_COLOR",
+    "PRED_COLOR",
+    "read_metrics_json",
+    "metric_series",
+    "plot_training_curves",
+    "draw_gt_and_predictions",
+    "save_png",
+]
+
+GT_COLOR: Tuple[int, int, int] = (0, 230, 64)  # green
+PRED_COLOR: Tuple[int, int, int] = (255, 40, 200)  # magenta
+
+LOSS_KEYS = ("total_loss", "loss_vfl", "loss_bbox", "loss_giou")
+
+
+def read_metrics_json(path: str) -> List[Dict[str, float]]:
+    """The records of a detectron2 ``JSONWriter`` file (one JSON object per line).
+
+    A run that was resumed may repeat iterations; the last record of an iteration wins and the
+    result is sorted by iteration.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"'{path}' does not exist: was the training run writing metrics there?")
+    by_iter: Dict[int, Dict[str, float]] = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_no} is not valid JSON ({e}).") from None
+            if "iteration" not in record:
+                continue
+            by_iter.setdefault(int(record["iteration"]), {}).update(record)
+    return [by_iter[k] for k in sorted(by_iter)]
+
+
+def metric_series(records: Sequence[Dict[str, float]], key: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(iterations, values) of the records that hold a finite ``key``."""
+    pts = [(r["iteration"], float(r[key])) for r in records
+           if key in r and isinstance(r[key], (int, float)) and math.isfinite(float(r[key]))]
+    if not pts:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    it, val = zip(*pts)
+    return np.asarray(it, np.int64), np.asarray(val, np.float64)
+
+
+def plot_training_curves(records: Sequence[Dict[str, float]], path: str, title: str = "",
+                         tasks: Optional[Sequence[str]] = None) -> str:
+    """Three panels: training losses (log scale), learning rate, and COCO AP / AP50 of each
+    evaluated weight set (e.g. ``bbox`` = raw, ``bbox_ema`` = EMA) against the iteration.
+
+    Returns ``path`` (a PNG).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if tasks is None:
+        tasks = sorted({k.split("/")[0] for r in records for k in r if k.endswith("/AP50")})
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8), dpi=80)
+    ax_loss, ax_lr, ax_ap = axes
+    for key in LOSS_KEYS:
+        it, val = metric_series(records, key)
+        if len(it):
+            ax_loss.plot(it, val, label=key, lw=1.6 if key == "total_loss" else 1.0)
+    ax_loss.set_yscale("log")
+    ax_loss.set_title("training loss")
+    ax_loss.legend(fontsize=8)
+    it, val = metric_series(records, "lr")
+    ax_lr.plot(it, val, color="tab:gray")
+    ax_lr.set_title("learning rate")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    styles = {"AP": "-", "AP50": "--"}
+    for i, task in enumerate(tasks):
+        for metric, ls in styles.items():
+            it, val = metric_series(records, f"{task}/{metric}")
+            if len(it):
+                ax_ap.plot(it, val, ls, marker="o", ms=4, color=f"C{i}", label=f"{task} {metric}")
+                ax_ap.annotate(f"{val[-1]:.1f}", (it[-1], val[-1]), textcoords="offset points",
+                               xytext=(4, 2), fontsize=8, color=f"C{i}")
+    ax_ap.set_ylim(0, 100)
+    ax_ap.set_title("validation COCO box AP (%)")
+    if ax_ap.lines:
+        ax_ap.legend(fontsize=8, loc="lower right")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def draw_gt_and_predictions(
+    image: np.ndarray,
+    gt_boxes: torch.Tensor,
+    gt_classes: torch.Tensor,
+    pred_boxes: torch.Tensor,
+    pred_scores: torch.Tensor,
+    pred_classes: torch.Tensor,
+    class_names: Optional[Sequence[str]] = None,
+    score_threshold: float = 0.5,
+    scale: float = 2.0,
+    width: int = 2,
+) -> np.ndarray:
+    """Ground truth (green, "gt <name>") and predictions with ``score >= score_threshold``
+    (magenta, "<name> <score>") on a copy of ``image`` enlarged by ``scale`` for legibility.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        gt_boxes: (G, 4) and pred_boxes: (N, 4) absolute XYXY pixels of ``image``;
+        gt_classes (G,), pred_scores (N,), pred_classes (N,): contiguous class ids / scores.
+    Returns:
+        (round(H*scale), round(W*scale), 3) uint8 RGB.
+    """
+    from PIL import Image
+    from torchvision.utils import draw_bounding_boxes
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"Expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    H, W = int(round(h * scale)), int(round(w * scale))
+    big = np.asarray(Image.fromarray(image).resize((W, H), Image.BILINEAR)) if (H, W) != (h, w) else image
+    canvas = torch.from_numpy(np.ascontiguousarray(big)).permute(2, 0, 1)
+
+    def _scaled(boxes: torch.Tensor) -> torch.Tensor:
+        boxes = boxes.detach().float().cpu().reshape(-1, 4) * scale
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, W - 1)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, H - 1)
+        return boxes
+
+    gt = _scaled(gt_boxes)
+    if len(gt):
+        names = [class_names[int(c)] if class_names is not None else str(int(c)) for c in gt_classes.tolist()]
+        canvas = draw_bounding_boxes(canvas, gt, labels=[f"gt {n}" for n in names], colors=GT_COLOR, width=width)
+    keep = pred_scores.detach().cpu() >= score_threshold
+    pred = _scaled(pred_boxes)[keep]
+    if len(pred):
+        labels = detection_labels(pred_classes.cpu()[keep].tolist(), pred_scores.cpu()[keep].tolist(), class_names)
+        canvas = draw_bounding_boxes(canvas, pred, labels=labels, colors=PRED_COLOR, width=width)
+    return canvas.permute(1, 2, 0).contiguous().numpy()
+
+
+def save_png(image: np.ndarray, path: str) -> str:
+    """Write an (H, W, 3) uint8 RGB array as an optimized PNG; returns ``path``."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(image).save(path, format="PNG", optimize=True)
+    return path
