@@ -10,7 +10,7 @@ from torch import nn
 from detectron2.config import instantiate
 from detectron2.solver import LRMultiplier
 
-from engine_utils import CLASSES, ToyDetector, register_toy, render, toy_config, toy_dicts
+from engine_utils import CLASSES, ToyDetector, ToyTrainLoader, register_toy, render, toy_config, toy_dicts
 from mlla_rtdetr.config import get_config
 from mlla_rtdetr.engine import (
     ConfigError,
@@ -335,3 +335,23 @@ def test_nan_in_forward_stops_with_iteration(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"iteration 6 .*forward pass.*non-finite matching cost"):
         do_train(cfg)
     assert open(os.path.join(out, "last_checkpoint")).read().strip() == "model_0000004.pth"
+
+
+def test_data_seed_follows_train_seed_unless_set(tmp_path):
+    """Recipes leave dataloader.train.seed=None: a train.seed sweep then also varies data order."""
+    for name in ("common/data/synthetic_detection.py", "common/data/coco_detection.py"):
+        assert get_config(name).dataloader.train.seed is None
+    seen = []
+
+    class RecordingLoader(ToyTrainLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.seed)
+
+    for data_seed, expected in ((None, 7), (3, 3)):
+        cfg = toy_config(str(tmp_path / f"seed_{data_seed}"))
+        cfg.dataloader.train._target_ = RecordingLoader
+        cfg.dataloader.train.seed = data_seed
+        cfg.train.max_iter = 2
+        do_train(cfg)
+        assert seen[-1] == expected

@@ -112,8 +112,7 @@ def draw_validation_images(cfg, checkpoint: str, out_dir: str, num: int, score_t
         outputs = model([mapper(d) for d in dicts])
     for d, out in zip(dicts, outputs):
         inst = out["instances"].to("cpu")
-        image = read_image_rgb(d["file_name"])
-        image = image if isinstance(image, np.ndarray) else np.asarray(image)
+        image = read_image_rgb(d["file_name"]).permute(1, 2, 0).numpy()  # (H, W, 3) uint8 RGB
         anns = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
         gt = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                            for a in anns], dtype=torch.float32).reshape(-1, 4)

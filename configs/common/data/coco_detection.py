@@ -52,7 +52,7 @@ dataloader.train = L(build_train_loader)(
     multiscale_sizes=L(multiscale_sizes)(base=640, min_size=480, max_size=800, step=32, base_repeat=3),
     # from this epoch on: no photometric / zoom-out / IoU-crop and no multi-scale (official 71 of 72)
     stop_aug_epoch=71,
-    seed=0,
+    seed=None,  # None: tools/train_net.py uses train.seed (so seed sweeps vary data order too)
 )
 
 dataloader.test = L(build_test_loader)(

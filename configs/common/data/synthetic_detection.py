@@ -42,7 +42,7 @@ dataloader.train = L(build_train_loader)(
     num_workers=2,
     multiscale_sizes=L(multiscale_sizes)(base=256, min_size=192, max_size=320, step=32, base_repeat=3),
     stop_aug_epoch=1000,  # recipes set it to their last epochs (e.g. epochs - 1)
-    seed=0,
+    seed=None,  # None: tools/train_net.py uses train.seed (so seed sweeps vary data order too)
 )
 
 dataloader.test = L(build_test_loader)(

@@ -107,7 +107,7 @@ class TrainLoader:
         num_workers: int = 0,
         multiscale_sizes: Optional[Sequence[int]] = None,
         stop_aug_epoch: Optional[int] = None,
-        seed: int = 0,
+        seed: Optional[int] = None,
         start_iter: int = 0,
         shuffle: bool = True,
         rank: Optional[int] = None,
@@ -138,7 +138,7 @@ class TrainLoader:
         if self.multiscale_sizes is not None and not self.multiscale_sizes:
             raise ValueError("multiscale_sizes is empty; use None to disable multi-scale training")
         self.stop_aug_epoch = None if stop_aug_epoch is None else int(stop_aug_epoch)
-        self.seed = int(seed)
+        self.seed = 0 if seed is None else int(seed)
         self.shuffle = bool(shuffle)
         self.pin_memory = pin_memory
         self.start_iter = 0
@@ -220,7 +220,7 @@ def build_train_loader(
     num_workers: int = 0,
     multiscale_sizes: Optional[Sequence[int]] = None,
     stop_aug_epoch: Optional[int] = None,
-    seed: int = 0,
+    seed: Optional[int] = None,
     start_iter: int = 0,
     shuffle: bool = True,
     pin_memory: bool = False,

@@ -311,6 +311,8 @@ def do_train(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
 
     check_num_classes(cfg)  # before building anything: fast, readable
     model = build_model(cfg, device)
+    if "seed" in cfg.dataloader.train and cfg.dataloader.train.seed is None:
+        cfg.dataloader.train.seed = int(cfg.train.seed)  # one seed for init, order and augmentation
     train_loader = instantiate(cfg.dataloader.train)
     check_num_classes(cfg, model)
     ipe = getattr(train_loader, "iters_per_epoch", None)

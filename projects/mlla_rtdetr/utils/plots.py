@@ -26,8 +26,9 @@ __all__ = [
     "save_png",
 ]
 
-GT_COLOR: Tuple[int, int, int] = (0, 230, 64)  # green
-PRED_COLOR: Tuple[int, int, int] = (255, 40, 200)  # magenta
+# Neither colour is a class colour of synthetic_shapes (red, green, blue, yellow, magenta).
+GT_COLOR: Tuple[int, int, int] = (255, 255, 255)  # white
+PRED_COLOR: Tuple[int, int, int] = (0, 235, 255)  # cyan
 
 LOSS_KEYS = ("total_loss", "loss_vfl", "loss_bbox", "loss_giou")
 
@@ -128,9 +129,12 @@ def draw_gt_and_predictions(
     score_threshold: float = 0.5,
     scale: float = 2.0,
     width: int = 2,
+    font_size: int = 13,
 ) -> np.ndarray:
-    """Ground truth (green, "gt <name>") and predictions with ``score >= score_threshold``
-    (magenta, "<name> <score>") on a copy of ``image`` enlarged by ``scale`` for legibility.
+    """Ground truth (white, label "gt <name>" under the box) and predictions with
+    ``score >= score_threshold`` (cyan, label "<name> <score>" above the box) on a copy of
+    ``image`` enlarged by ``scale`` for legibility. Labels sit on a filled background so they
+    read on any colour.
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -139,32 +143,47 @@ def draw_gt_and_predictions(
     Returns:
         (round(H*scale), round(W*scale), 3) uint8 RGB.
     """
-    from PIL import Image
-    from torchvision.utils import draw_bounding_boxes
+    from PIL import Image, ImageDraw, ImageFont
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"Expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     h, w = image.shape[:2]
     H, W = int(round(h * scale)), int(round(w * scale))
-    big = np.asarray(Image.fromarray(image).resize((W, H), Image.BILINEAR)) if (H, W) != (h, w) else image
-    canvas = torch.from_numpy(np.ascontiguousarray(big)).permute(2, 0, 1)
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    if (H, W) != (h, w):
+        canvas = canvas.resize((W, H), Image.BILINEAR)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=font_size)
 
-    def _scaled(boxes: torch.Tensor) -> torch.Tensor:
-        boxes = boxes.detach().float().cpu().reshape(-1, 4) * scale
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, W - 1)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, H - 1)
+    def _scaled(boxes: torch.Tensor) -> np.ndarray:
+        boxes = boxes.detach().float().cpu().reshape(-1, 4).numpy() * scale
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, W - 1)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, H - 1)
         return boxes
 
+    def _box(xyxy, label: str, color, below: bool) -> None:
+        x0, y0, x1, y1 = (float(v) for v in xyxy)
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
+        l, t, r, b = draw.textbbox((0, 0), label, font=font)
+        tw, th = r - l + 4, b - t + 4
+        ty = y1 if below else y0 - th
+        if ty < 0 or ty + th > H:  # no room outside the box: put the label inside
+            ty = y1 - th if below else y0
+        tx = min(max(x0, 0), max(W - tw, 0))
+        draw.rectangle((tx, ty, tx + tw, ty + th), fill=color)
+        draw.text((tx + 2 - l, ty + 2 - t), label, fill=(0, 0, 0), font=font)
+
     gt = _scaled(gt_boxes)
-    if len(gt):
-        names = [class_names[int(c)] if class_names is not None else str(int(c)) for c in gt_classes.tolist()]
-        canvas = draw_bounding_boxes(canvas, gt, labels=[f"gt {n}" for n in names], colors=GT_COLOR, width=width)
-    keep = pred_scores.detach().cpu() >= score_threshold
+    for xyxy, c in zip(gt, gt_classes.tolist()):
+        name = class_names[int(c)] if class_names is not None and 0 <= int(c) < len(class_names) else str(int(c))
+        _box(xyxy, f"gt {name}", GT_COLOR, below=True)
+    keep = (pred_scores.detach().cpu() >= score_threshold).numpy()
     pred = _scaled(pred_boxes)[keep]
-    if len(pred):
-        labels = detection_labels(pred_classes.cpu()[keep].tolist(), pred_scores.cpu()[keep].tolist(), class_names)
-        canvas = draw_bounding_boxes(canvas, pred, labels=labels, colors=PRED_COLOR, width=width)
-    return canvas.permute(1, 2, 0).contiguous().numpy()
+    labels = detection_labels(pred_classes.cpu().numpy()[keep].tolist(),
+                              pred_scores.detach().cpu().numpy()[keep].tolist(), class_names)
+    for xyxy, label in zip(pred, labels):
+        _box(xyxy, label, PRED_COLOR, below=False)
+    return np.asarray(canvas).copy()
 
 
 def save_png(image: np.ndarray, path: str) -> str:
