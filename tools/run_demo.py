@@ -35,7 +35,8 @@ def log(msg: str) -> None:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description="Train a small MLLA-RT-DETR on the embedded synthetic_shapes dataset (CPU), "
+                    "evaluate it (COCO), plot the curves and draw validation predictions.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Trailing key=value arguments override entries of the config (e.g. train.seed=1).",
     )
@@ -123,6 +124,25 @@ def draw_validation_images(cfg, checkpoint: str, out_dir: str, num: int, score_t
     return paths
 
 
+# Files a previous run left that this one would mix with its own (detectron2's JSONWriter
+# appends to metrics.json; TensorBoard would show two runs; old checkpoints would stay listed).
+PREVIOUS_OUTPUTS = ("metrics.json", "events.out.tfevents.*", "model_*.pth", "last_checkpoint", "summary.json",
+                    "eval_results.json", "training_curves.png", "val_predictions/val_*.png")
+
+
+def clear_previous_outputs(output_dir: str) -> List[str]:
+    """Delete the files of a previous demo run in ``output_dir`` (nothing else); returns them."""
+    import glob
+
+    removed = []
+    for pattern in PREVIOUS_OUTPUTS:
+        for path in glob.glob(os.path.join(output_dir, pattern)):
+            if os.path.isfile(path):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
 def list_outputs(output_dir: str) -> List[str]:
     files = []
     for root, _dirs, names in os.walk(output_dir):
@@ -153,12 +173,13 @@ def run(args: argparse.Namespace) -> int:
     except (OverrideError, ConfigError, FileNotFoundError) as e:
         print(f"run_demo.py: error: {e}", file=sys.stderr)
         return 2
-    if os.path.isfile(os.path.join(output_dir, "metrics.json")):
-        # detectron2's JSONWriter appends: a second run would mix its curves into the first one's.
-        os.remove(os.path.join(output_dir, "metrics.json"))
+    removed = clear_previous_outputs(output_dir)
 
     setup_process(cfg, args)
     import torch
+
+    if removed:
+        log(f"removed {len(removed)} outputs of a previous run in {output_dir}")
 
     log(f"config {args.config_file}; output {output_dir}; torch threads {torch.get_num_threads()}")
     dataset_s = prepare_datasets(cfg)

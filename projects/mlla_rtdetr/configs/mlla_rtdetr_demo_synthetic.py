@@ -1,4 +1,5 @@
-"""The ``make demo`` recipe: a small MLLA-RT-DETR trained from scratch on CPU in about 12 minutes.
+"""The ``make demo`` recipe: a small MLLA-RT-DETR trained from scratch on CPU (about 3 minutes on an
+idle 2-core CPU; 600 iterations at about 0.12 s each, plus 3 evaluations).
 
 ``mlla_rtdetr_tiny_synthetic.py`` (MLLA backbone C=16 with one block per stage, MLLA intra-scale
 block on S5 instead of AIFI, hidden width 64, 2 decoder layers, 40 queries; imported, not copied)

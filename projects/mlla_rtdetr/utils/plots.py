@@ -86,12 +86,13 @@ def plot_training_curves(records: Sequence[Dict[str, float]], path: str, title: 
     for key in LOSS_KEYS:
         it, val = metric_series(records, key)
         if len(it):
-            ax_loss.plot(it, val, label=key, lw=1.6 if key == "total_loss" else 1.0)
+            ax_loss.plot(it, val, marker="o" if len(it) < 3 else None, label=key,
+                         lw=1.6 if key == "total_loss" else 1.0)
     ax_loss.set_yscale("log")
     ax_loss.set_title("training loss")
     ax_loss.legend(fontsize=8)
     it, val = metric_series(records, "lr")
-    ax_lr.plot(it, val, color="tab:gray")
+    ax_lr.plot(it, val, marker="o" if len(it) < 3 else None, color="tab:gray")
     ax_lr.set_title("learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     styles = {"AP": "-", "AP50": "--"}
