@@ -28,6 +28,7 @@ model.decoder.eval_spatial_size = IMAGE_SIZE
 dataloader.train.mapper.image_size = IMAGE_SIZE
 dataloader.train.stop_aug_epoch = 0  # epoch 0 on: no photometric / zoom-out / IoU-crop, no multi-scale
 dataloader.train.total_batch_size = 8
+dataloader.train.seed = 0  # data order and augmentation; model init follows train.seed (42)
 dataloader.test.mapper.image_size = IMAGE_SIZE
 
 optimizer.lr = 1e-3
