@@ -32,6 +32,6 @@ setup(
     ],
     extras_require={
         "fast-eval": ["faster-coco-eval"],
-        "tools": ["onnx", "onnxruntime", "matplotlib", "tensorboard", "submitit"],
+        "tools": ["onnx", "onnxruntime", "matplotlib", "tensorboard", "submitit", "av"],
     },
 )
