@@ -1,6 +1,8 @@
 """tools/benchmark.py and tools/analyze_model.py on the tiny config: JSON keys, positive numbers,
 consistent counts (speed itself is never asserted)."""
 import json
+import sys
+import subprocess
 
 import pytest
 import torch
@@ -28,8 +30,13 @@ def test_measure_counts_calls_and_reports_medians():
 
 
 def test_peak_memory_sees_a_large_allocation():
-    mem = measure_peak_memory(lambda: torch.ones(64 * 2**20 // 4).sum())  # 64 MiB buffer
-    assert mem["peak_mb"] >= 48, mem
+    # In a fresh process, as tools/benchmark.py measures each case: a long-lived process (pytest)
+    # can serve the buffer from memory it already holds, so its RSS need not grow.
+    code = ("import json, torch; from mlla_rtdetr.utils.timing import measure_peak_memory; "
+            "print(json.dumps(measure_peak_memory(lambda: torch.ones(64 * 2**20 // 4).sum())))")  # 64 MiB
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    mem = json.loads(out.strip().splitlines()[-1])
+    assert 48 <= mem["peak_mb"] < 1024, mem
 
 
 def test_inference_and_train_step_json(bench, tmp_path):
