@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlla_rtdetr.modeling.backbone.mlla import (
+from mlla_rtdetr.modeling.layers import (
     LinearAttention,
     MLLABlock,
     apply_rope,

@@ -4,7 +4,8 @@ import torch
 from detectron2.modeling import Backbone
 
 from mlla_rtdetr.modeling.backbone import MLLABackbone, build_mlla_backbone, build_mlla_classifier
-from mlla_rtdetr.modeling.backbone.mlla import MLLA_VARIANTS, MLLABlock, MLLAClassifier, mlla_t
+from mlla_rtdetr.modeling.backbone.mlla import MLLA_VARIANTS, MLLAClassifier, mlla_t
+from mlla_rtdetr.modeling.layers import MLLABlock
 from mlla_utils import ALL_STAGES, load_case, tiny_backbone
 
 

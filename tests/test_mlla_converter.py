@@ -17,7 +17,8 @@ from mlla_rtdetr.checkpoint.mlla_converter import (
     is_official_mlla_checkpoint,
     load_official_mlla,
 )
-from mlla_rtdetr.modeling.backbone.mlla import MLLAClassifier, rope_tables
+from mlla_rtdetr.modeling.backbone.mlla import MLLAClassifier
+from mlla_rtdetr.modeling.layers import rope_tables
 from mlla_utils import build_from_constructor, load_case, official_state, tiny_backbone
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mlla_rtdetr.modeling.backbone.mlla import MLLABlock
+from mlla_rtdetr.modeling.layers import MLLABlock
 from mlla_rtdetr.modeling.encoder import INTRA_SCALE_BLOCKS, HybridEncoder
 from mlla_rtdetr.modeling.encoder.mlla_intra_scale import MLLAIntraScale, build_mlla_intra_scale
 

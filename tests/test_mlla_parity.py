@@ -9,7 +9,7 @@ import pytest
 import torch
 from parity_state import check_summary, make_input, max_abs_diff
 
-from mlla_rtdetr.modeling.backbone.mlla import rope_tables
+from mlla_rtdetr.modeling.layers import rope_tables
 from mlla_utils import build_from_constructor, load_case, official_state
 
 TOL = 1e-4

@@ -38,6 +38,8 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
+
 __all__ = [
     "CheckpointConversionError",
     "ConversionReport",
@@ -73,7 +75,7 @@ _V2_MARKERS = (
 _TOP_LEVEL = ("backbone.", "encoder.", "decoder.")
 
 
-class CheckpointConversionError(ValueError):
+class CheckpointConversionError(CheckpointError):
     """Raised when a checkpoint cannot be mapped exactly; the message contains a key table."""
 
 

@@ -29,6 +29,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from .ema import ModelEMA, unwrap_model
+from ..errors import CheckpointError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -230,7 +231,7 @@ class BestCheckpointer(HookBase):
 
 
 # ----------------------------------------------------------------------------- init checkpoint
-class InitCheckpointError(ValueError):
+class InitCheckpointError(CheckpointError):
     """train.init_checkpoint cannot be loaded (unreadable, or shapes do not match the model)."""
 
 

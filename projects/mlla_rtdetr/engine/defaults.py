@@ -28,6 +28,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
+from ..errors import ConfigError
 from .checkpoint import BestCheckpointer, Checkpointer, PeriodicCheckpointer, load_init_checkpoint
 from .ema import EMAHook, ModelEMA, unwrap_model
 from .evaluation import FastCOCOEvaluator, evaluate_model, faster_cocoeval, has_faster_coco_eval
@@ -57,10 +58,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("mlla_rtdetr.engine")
-
-
-class ConfigError(ValueError):
-    """The config is inconsistent (missing section, bad unit, class-count mismatch...)."""
 
 
 # ----------------------------------------------------------------------------- config

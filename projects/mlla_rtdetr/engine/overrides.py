@@ -21,10 +21,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
 
+from ..errors import ConfigError
+
 __all__ = ["OverrideError", "UnknownConfigKeyError", "apply_overrides", "check_override_keys", "all_config_keys"]
 
 
-class OverrideError(ValueError):
+class OverrideError(ConfigError):
     """A command-line override is malformed (not ``key=value``) or names an unknown key."""
 
 

@@ -239,7 +239,7 @@ class MLLAAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, hw):
         super().__init__()
-        from mlla_rtdetr.modeling.backbone.mlla import LinearAttention
+        from mlla_rtdetr.modeling.layers import LinearAttention
 
         self.hw = tuple(int(v) for v in hw)
         self.attn = LinearAttention(dim, num_heads)

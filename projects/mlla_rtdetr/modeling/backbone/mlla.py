@@ -1,31 +1,21 @@
-"""MLLA: Mamba-Like Linear Attention backbone (Han et al., "Demystify Mamba in Vision: A Linear
-Attention Perspective", NeurIPS 2024), as a detectron2 ``Backbone``.
+"""MLLA backbone (Han et al., "Demystify Mamba in Vision: A Linear Attention Perspective",
+NeurIPS 2024) as a detectron2 ``Backbone``, and the MLLA ImageNet classifier.
 
-One file for the model family, timm style:
+One file for the model family, timm style; the block itself (RoPE, linear attention, gated block)
+lives in :mod:`mlla_rtdetr.modeling.layers.mlla`, shared with the encoder placements.
 
-* :class:`RoPE2D` and :func:`rope_tables` - 2D rotary position embedding, recomputed (and cached)
-  for the runtime feature size.
-* :func:`mlla_linear_attention` / :class:`LinearAttention` - the published linear attention: ELU+1
-  kernels, RoPE on q and k, normalizer from the un-rotated q and the mean of the un-rotated k,
-  LePE (depthwise 3x3 on v).
-* :class:`MLLABlock` - CPE, LayerNorm, input/gate projections, depthwise conv + SiLU, linear
-  attention, SiLU gate, output projection, CPE, MLP. Shared with the MLLA intra-scale encoder block.
 * :class:`Stem`, :class:`PatchMerging`, :class:`MLLAStage`.
-* :class:`MLLABackbone` (detectron2 ``Backbone``; ``res2..res5`` at strides 4/8/16/32, each with its
-  own LayerNorm) and :class:`MLLAClassifier` (the ImageNet model: final norm + head).
+* :class:`MLLABackbone` (``res2..res5`` at strides 4/8/16/32, each with its own LayerNorm) and
+  :class:`MLLAClassifier` (the ImageNet model: final norm + head).
 * Variants MLLA-T/S/B (:data:`MLLA_VARIANTS`) and builders.
 
 State-dict keys follow the official implementation (``patch_embed.*``, ``layers.{i}.blocks.{j}.*``,
 ``layers.{i}.downsample.conv.{0,1,2}.*``, ``norm{i}`` / ``norm`` + ``head``), so official checkpoints
 load 1:1 apart from the derived RoPE tables (see ``checkpoint/mlla_converter.py``).
-
-Tokens are kept as ``(B, N, C)`` with ``N = H * W`` row-major; the same memory viewed as
-``(B, C, H, W)`` is a channels-last image, so the depthwise convolutions need no copies.
 """
 from __future__ import annotations
 
-import functools
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -33,20 +23,11 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as activation_checkpoint
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
-from timm.layers import DropPath, trunc_normal_
 
-from ..common import get_activation
+from ..layers import ConvNormAct, MLLABlock, init_mlla_weights, map_to_tokens, tokens_to_map
 
 __all__ = [
     "MLLA_VARIANTS",
-    "rope_tables",
-    "apply_rope",
-    "mlla_linear_attention",
-    "RoPE2D",
-    "LinearAttention",
-    "Mlp",
-    "MLLABlock",
-    "ConvNormAct",
     "Stem",
     "PatchMerging",
     "MLLAStage",
@@ -57,9 +38,6 @@ __all__ = [
     "mlla_t",
     "mlla_s",
     "mlla_b",
-    "init_mlla_weights",
-    "tokens_to_map",
-    "map_to_tokens",
 ]
 
 HW = Tuple[int, int]
@@ -73,235 +51,9 @@ MLLA_VARIANTS: Dict[str, dict] = {
 }
 
 
-def tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:
-    """(B, H*W, C) tokens -> (B, C, H, W) view (channels-last memory when ``x`` is contiguous)."""
-    return x.transpose(1, 2).unflatten(2, hw)
-
-
-def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C) (a view for channels-last memory)."""
-    return x.flatten(2).transpose(1, 2)
-
-
-# ----------------------------------------------------------------------------------------------
-# 2D RoPE
-# ----------------------------------------------------------------------------------------------
-def _rope_tables_uncached(h: int, w: int, dim: int, base: float, device, dtype):
-    k_max = dim // 4
-    # Same float32 op sequence as the official tables, so the values are bit-identical.
-    theta = 1 / (base ** (torch.arange(k_max, device=device) / k_max))
-    rows = torch.arange(h, device=device).unsqueeze(-1) * theta  # (h, k_max)
-    cols = torch.arange(w, device=device).unsqueeze(-1) * theta  # (w, k_max)
-    angles = torch.cat(
-        [rows[:, None, :].expand(h, w, k_max), cols[None, :, :].expand(h, w, k_max)], dim=-1
-    )  # (h, w, dim/2): rows on the first half of the pairs, columns on the second
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    # Channel pair (2j, 2j+1) = (re, im) of complex number j, rotated by angles[..., j]:
-    #   re' = re*cos - im*sin,  im' = im*cos + re*sin  ->  x' = x*cos2 + swap(x)*sin2
-    cos2 = cos.repeat_interleave(2, dim=-1).reshape(h * w, dim)
-    sin2 = torch.stack([-sin, sin], dim=-1).reshape(h * w, dim)
-    return cos2.to(dtype), sin2.to(dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _rope_tables_cached(h, w, dim, base, device, dtype):
-    # Plain tensors even when first requested under inference_mode / no_grad.
-    with torch.inference_mode(False), torch.no_grad():
-        return _rope_tables_uncached(h, w, dim, base, device, dtype)
-
-
-def rope_tables(h: int, w: int, dim: int, base: float = 10000, device=None,
-                dtype=torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
-    """RoPE cos / signed-sin tables for an ``h x w`` grid of ``dim``-channel tokens.
-
-    Returns ``(cos2, sin2)``, each ``(h*w, dim)``, such that ``apply_rope(x, cos2, sin2)`` rotates
-    channel pair ``(2j, 2j+1)`` of the token at ``(y, x)`` by ``angles[y, x, j]`` with
-    ``angles[y, x] = concat(y * theta, x * theta)``, ``theta_k = 1 / base**(k / (dim/4))``.
-    Cached per (size, dim, device, dtype) except while tracing / compiling.
-    """
-    if dim % 4:
-        raise ValueError(f"2D RoPE needs a channel count divisible by 4, got {dim}.")
-    device = torch.device("cpu") if device is None else torch.device(device)
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return _rope_tables_uncached(int(h), int(w), dim, base, device, dtype)
-    return _rope_tables_cached(int(h), int(w), dim, base, device, dtype)
-
-
-def apply_rope(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, N, C) tokens with tables from :func:`rope_tables` (N = h*w, C = dim)."""
-    swapped = x.unflatten(-1, (x.shape[-1] // 2, 2)).flip(-1).flatten(-2)  # (im, re) per pair
-    return x * cos2 + swapped * sin2
-
-
-class RoPE2D(nn.Module):
-    """2D rotary position embedding over ``dim`` channels, for any runtime (h, w).
-
-    Holds no state (the official classification model stores the tables for its fixed input size
-    as a buffer; they are a pure function of the size, so they are recomputed and cached here).
-    """
-
-    def __init__(self, dim: int, base: float = 10000):
-        super().__init__()
-        if dim % 4:
-            raise ValueError(f"2D RoPE needs a channel count divisible by 4, got {dim}.")
-        self.dim = dim
-        self.base = base
-
-    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
-        """x: (B, H*W, dim) -> rotated (B, H*W, dim)."""
-        cos2, sin2 = rope_tables(hw[0], hw[1], self.dim, self.base, x.device, x.dtype)
-        return apply_rope(x, cos2, sin2)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, base={self.base}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Linear attention
-# ----------------------------------------------------------------------------------------------
-def mlla_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_rope: torch.Tensor,
-                          k_rope: torch.Tensor, num_heads: int, eps: float = 1e-6) -> torch.Tensor:
-    """MLLA linear attention core, O(N) in the number of tokens.
-
-    All inputs are (B, N, C) with positive kernels already applied (``q = elu(q)+1`` etc.); heads are
-    contiguous channel groups of width C / num_heads. Per head::
-
-        out_i = (q_rope_i . sum_j k_rope_j v_j^T / N) / (q_i . mean_j k_j + eps)
-
-    i.e. the numerator uses the rotated q/k, the normalizer the un-rotated ones (as published).
-    Returns (B, N, C).
-    """
-    n, c = q.shape[1], q.shape[2]
-    d = c // num_heads
-
-    def heads(t: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, N, h, d); no batch size baked in (ONNX)
-        return t.unflatten(-1, (num_heads, d))
-
-    qh, kh, vh = heads(q), heads(k), heads(v)
-    k_mean = kh.mean(dim=1)  # (B, h, d)
-    z = 1.0 / (torch.einsum("bnhd,bhd->bnh", qh, k_mean) + eps)
-    kv = torch.einsum("bnhd,bnhe->bhde", heads(k_rope), vh) * (1.0 / n)
-    out = torch.einsum("bnhd,bhde->bnhe", heads(q_rope), kv)
-    return (out * z.unsqueeze(-1)).flatten(-2)
-
-
-class LinearAttention(nn.Module):
-    """Linear attention with RoPE and LePE. q and k come from one projection; v is the input."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, rope_base: float = 10000):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}.")
-        self.dim = dim
-        self.num_heads = num_heads
-        self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
-        self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.rope = RoPE2D(dim, base=rope_base)
-
-    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
-        n = x.shape[1]
-        if n != hw[0] * hw[1]:
-            raise ValueError(f"{n} tokens do not match the feature size {tuple(hw)}.")
-        q, k = self.qk(x).chunk(2, dim=-1)
-        # The kernel products and the normalizer are done in float32 even under autocast.
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            q = F.elu(q.float()) + 1.0
-            k = F.elu(k.float()) + 1.0
-            out = mlla_linear_attention(q, k, x.float(), self.rope(q, hw), self.rope(k, hw),
-                                        self.num_heads)
-        out = out.to(x.dtype)
-        return out + map_to_tokens(self.lepe(tokens_to_map(x, hw)))
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Block
-# ----------------------------------------------------------------------------------------------
-class Mlp(nn.Module):
-    """fc1 -> act -> drop -> fc2 -> drop on (..., C) tokens. ``act_layer``: a module class or a
-    name understood by ``modeling.common.get_activation`` ("gelu" is the exact erf GELU)."""
-
-    def __init__(self, in_features: int, hidden_features: int, act_layer=nn.GELU, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = act_layer() if isinstance(act_layer, type) else get_activation(act_layer)
-        self.fc2 = nn.Linear(hidden_features, in_features)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class MLLABlock(nn.Module):
-    """The MLLA block on (B, H*W, C) tokens of an (H, W) map.
-
-    ``x = x + cpe1(x)``; ``x = x + out_proj(attn(silu(dwc(in_proj(norm1(x))))) * silu(act_proj(norm1(x))))``;
-    ``x = x + cpe2(x)``; ``x = x + mlp(norm2(x))`` (stochastic depth on the two residual branches).
-    """
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop: float = 0.0, drop_path: float = 0.0, act_layer=nn.GELU,
-                 norm_layer=nn.LayerNorm, mlp_hidden_dim: Optional[int] = None):
-        super().__init__()
-        self.dim = dim
-        self.num_heads = num_heads
-        self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm1 = norm_layer(dim)
-        self.in_proj = nn.Linear(dim, dim)
-        self.act_proj = nn.Linear(dim, dim)
-        self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.act = nn.SiLU()
-        self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias)
-        self.out_proj = nn.Linear(dim, dim)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm2 = norm_layer(dim)
-        hidden = mlp_hidden_dim if mlp_hidden_dim is not None else int(dim * mlp_ratio)
-        self.mlp = Mlp(dim, hidden, act_layer=act_layer, drop=drop)
-
-    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
-        x = x + map_to_tokens(self.cpe1(tokens_to_map(x, hw)))
-        shortcut = x
-        x = self.norm1(x)
-        gate = self.act(self.act_proj(x))
-        x = map_to_tokens(self.act(self.dwc(tokens_to_map(self.in_proj(x), hw))))
-        x = self.attn(x, hw)
-        x = shortcut + self.drop_path(self.out_proj(x * gate))
-        x = x + map_to_tokens(self.cpe2(tokens_to_map(x, hw)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}"
-
-
 # ----------------------------------------------------------------------------------------------
 # Stem, patch merging, stage
 # ----------------------------------------------------------------------------------------------
-class ConvNormAct(nn.Module):
-    """Conv2d -> optional BatchNorm2d (``.norm``) -> optional activation."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 0, groups: int = 1, bias: bool = True, norm: bool = True,
-                 act_layer=nn.ReLU):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
-                              groups=groups, bias=bias)
-        self.norm = nn.BatchNorm2d(out_channels) if norm else None
-        self.act = act_layer() if act_layer is not None else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        if self.act is not None:
-            x = self.act(x)
-        return x
-
-
 class Stem(nn.Module):
     """Convolutional stem, stride 4: 3x3/2 conv, residual pair of 3x3 convs, 3x3/2 conv to 4C and
     1x1 conv to C (BatchNorm everywhere, ReLU except after the residual pair and the last conv).
@@ -312,14 +64,14 @@ class Stem(nn.Module):
     def __init__(self, in_chans: int = 3, embed_dim: int = 96):
         super().__init__()
         half = embed_dim // 2
-        self.conv1 = ConvNormAct(in_chans, half, 3, 2, 1, bias=False)
+        self.conv1 = ConvNormAct(in_chans, half, 3, 2, act="relu")
         self.conv2 = nn.Sequential(
-            ConvNormAct(half, half, 3, 1, 1, bias=False),
-            ConvNormAct(half, half, 3, 1, 1, bias=False, act_layer=None),
+            ConvNormAct(half, half, 3, 1, act="relu"),
+            ConvNormAct(half, half, 3, 1),
         )
         self.conv3 = nn.Sequential(
-            ConvNormAct(half, embed_dim * 4, 3, 2, 1, bias=False),
-            ConvNormAct(embed_dim * 4, embed_dim, 1, bias=False, act_layer=None),
+            ConvNormAct(half, embed_dim * 4, 3, 2, act="relu"),
+            ConvNormAct(embed_dim * 4, embed_dim, 1),
         )
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, HW]:
@@ -345,9 +97,9 @@ class PatchMerging(nn.Module):
         hidden = int(2 * dim * ratio)
         self.dim = dim
         self.conv = nn.Sequential(
-            ConvNormAct(dim, hidden, 1, norm=False),
-            ConvNormAct(hidden, hidden, 3, 2, 1, groups=hidden, norm=False),
-            ConvNormAct(hidden, 2 * dim, 1, act_layer=None),
+            ConvNormAct(dim, hidden, 1, bias=True, norm=None, act="relu"),
+            ConvNormAct(hidden, hidden, 3, 2, groups=hidden, bias=True, norm=None, act="relu"),
+            ConvNormAct(hidden, 2 * dim, 1, bias=True),
         )
 
     def forward(self, x: torch.Tensor, hw: HW) -> Tuple[torch.Tensor, HW]:
@@ -365,12 +117,12 @@ class MLLAStage(nn.Module):
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop: float = 0.0, drop_path: Sequence[float] = (),
-                 downsample: bool = False, use_checkpoint: bool = False, act_layer=nn.GELU):
+                 downsample: bool = False, use_checkpoint: bool = False, act="gelu"):
         super().__init__()
         drop_path = list(drop_path) or [0.0] * depth
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList(
-            MLLABlock(dim, num_heads, mlp_ratio, qkv_bias, drop, drop_path[i], act_layer=act_layer)
+            MLLABlock(dim, num_heads, mlp_ratio, qkv_bias, drop, drop_path[i], act=act)
             for i in range(depth)
         )
         self.downsample = PatchMerging(dim) if downsample else None
@@ -405,17 +157,6 @@ def _build_trunk(module: nn.Module, in_chans: int, embed_dim: int, depths: Seque
             drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])],
             downsample=i < num_stages - 1, use_checkpoint=use_checkpoint,
         ))
-
-
-def init_mlla_weights(m: nn.Module) -> None:
-    """Official initialisation: trunc-normal(0.02) Linear weights, zero biases, unit LayerNorm."""
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # ----------------------------------------------------------------------------------------------

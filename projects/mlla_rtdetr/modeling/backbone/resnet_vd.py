@@ -16,7 +16,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 from torch import nn
 
-from ..common import ConvNormLayer, freeze_batch_norm, get_activation
+from ..layers import ConvNormAct, freeze_batch_norm, get_activation
 
 __all__ = ["PResNet", "RESNET_VD_BLOCKS"]
 
@@ -33,11 +33,11 @@ def _shortcut(ch_in: int, ch_out: int, stride: int, variant: str, norm: str) -> 
             OrderedDict(
                 [
                     ("pool", nn.AvgPool2d(2, 2, 0, ceil_mode=True)),
-                    ("conv", ConvNormLayer(ch_in, ch_out, 1, 1, norm=norm)),
+                    ("conv", ConvNormAct(ch_in, ch_out, 1, 1, norm=norm)),
                 ]
             )
         )
-    return ConvNormLayer(ch_in, ch_out, 1, stride, norm=norm)
+    return ConvNormAct(ch_in, ch_out, 1, stride, norm=norm)
 
 
 class BasicBlock(nn.Module):
@@ -50,8 +50,8 @@ class BasicBlock(nn.Module):
         self.shortcut = shortcut
         if not shortcut:
             self.short = _shortcut(ch_in, ch_out, stride, variant, norm)
-        self.branch2a = ConvNormLayer(ch_in, ch_out, 3, stride, act=act, norm=norm)
-        self.branch2b = ConvNormLayer(ch_out, ch_out, 3, 1, act=None, norm=norm)
+        self.branch2a = ConvNormAct(ch_in, ch_out, 3, stride, act=act, norm=norm)
+        self.branch2b = ConvNormAct(ch_out, ch_out, 3, 1, act=None, norm=norm)
         self.act = get_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,9 +70,9 @@ class BottleNeck(nn.Module):
         super().__init__()
         stride1, stride2 = (stride, 1) if variant == "a" else (1, stride)
         width = ch_out
-        self.branch2a = ConvNormLayer(ch_in, width, 1, stride1, act=act, norm=norm)
-        self.branch2b = ConvNormLayer(width, width, 3, stride2, act=act, norm=norm)
-        self.branch2c = ConvNormLayer(width, ch_out * self.expansion, 1, 1, norm=norm)
+        self.branch2a = ConvNormAct(ch_in, width, 1, stride1, act=act, norm=norm)
+        self.branch2b = ConvNormAct(width, width, 3, stride2, act=act, norm=norm)
+        self.branch2c = ConvNormAct(width, ch_out * self.expansion, 1, 1, norm=norm)
         self.shortcut = shortcut
         if not shortcut:
             self.short = _shortcut(ch_in, ch_out * self.expansion, stride, variant, norm)
@@ -161,7 +161,7 @@ class PResNet(Backbone):
         else:
             stem = [(3, ch_in, 7, 2, "conv1_1")]
         self.conv1 = nn.Sequential(
-            OrderedDict((name, ConvNormLayer(ci, co, k, s, act=act)) for ci, co, k, s, name in stem)
+            OrderedDict((name, ConvNormAct(ci, co, k, s, act=act)) for ci, co, k, s, name in stem)
         )
 
         block = BottleNeck if depth >= 50 else BasicBlock

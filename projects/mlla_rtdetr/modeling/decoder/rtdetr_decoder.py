@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import init
 
-from ..common import MLP, get_activation
+from ..layers import MLP, get_activation
 from .denoising import get_contrastive_denoising_training_group, inverse_sigmoid
 from .ms_deform_attn import MSDeformableAttention
 

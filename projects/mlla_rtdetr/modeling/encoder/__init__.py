@@ -4,6 +4,4 @@ Importing this package registers every built-in intra-scale block ("softmax" = A
 """
 from .intra_scale import INTRA_SCALE_BLOCKS, AIFI, build_2d_sincos_position_embedding  # noqa: F401
 from .hybrid_encoder import CSPRepLayer, HybridEncoder, RepVggBlock  # noqa: F401
-
-# Registers the "mlla" intra-scale block (file owned by the MLLA helper).
-from . import mlla_intra_scale  # noqa: F401,E402
+from . import mlla_intra_scale  # noqa: F401  (registers "mlla")

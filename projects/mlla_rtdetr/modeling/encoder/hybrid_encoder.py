@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import ConvNormLayer, get_activation
+from ..layers import ConvNormAct, get_activation
 from .intra_scale import INTRA_SCALE_BLOCKS
 
 __all__ = ["RepVggBlock", "CSPRepLayer", "HybridEncoder"]
@@ -32,8 +32,8 @@ class RepVggBlock(nn.Module):
         super().__init__()
         self.ch_in = ch_in
         self.ch_out = ch_out
-        self.conv1 = ConvNormLayer(ch_in, ch_out, 3, 1, padding=1, act=None)
-        self.conv2 = ConvNormLayer(ch_in, ch_out, 1, 1, padding=0, act=None)
+        self.conv1 = ConvNormAct(ch_in, ch_out, 3, 1, padding=1, act=None)
+        self.conv2 = ConvNormAct(ch_in, ch_out, 1, 1, padding=0, act=None)
         self.act = get_activation(act)
 
     @property
@@ -45,7 +45,7 @@ class RepVggBlock(nn.Module):
         return self.act(y)
 
     @staticmethod
-    def _fuse(branch: ConvNormLayer):
+    def _fuse(branch: ConvNormAct):
         """(kernel, bias) of conv followed by BatchNorm (running statistics)."""
         norm = branch.norm
         std = (norm.running_var + norm.eps).sqrt()
@@ -85,11 +85,11 @@ class CSPRepLayer(nn.Module):
     def __init__(self, in_channels, out_channels, num_blocks=3, expansion=1.0, bias=False, act="silu"):
         super().__init__()
         hidden = int(out_channels * expansion)
-        self.conv1 = ConvNormLayer(in_channels, hidden, 1, 1, bias=bias, act=act)
-        self.conv2 = ConvNormLayer(in_channels, hidden, 1, 1, bias=bias, act=act)
+        self.conv1 = ConvNormAct(in_channels, hidden, 1, 1, bias=bias, act=act)
+        self.conv2 = ConvNormAct(in_channels, hidden, 1, 1, bias=bias, act=act)
         self.bottlenecks = nn.Sequential(*[RepVggBlock(hidden, hidden, act=act) for _ in range(num_blocks)])
         if hidden != out_channels:
-            self.conv3 = ConvNormLayer(hidden, out_channels, 1, 1, bias=bias, act=act)
+            self.conv3 = ConvNormAct(hidden, out_channels, 1, 1, bias=bias, act=act)
         else:
             self.conv3 = nn.Identity()
 
@@ -196,13 +196,13 @@ class HybridEncoder(nn.Module):
         num_blocks = round(3 * depth_mult)
         levels = len(in_channels)
         # Top-down FPN: from the coarsest level to the finest.
-        self.lateral_convs = nn.ModuleList(ConvNormLayer(hidden_dim, hidden_dim, 1, 1, act=act) for _ in range(levels - 1))
+        self.lateral_convs = nn.ModuleList(ConvNormAct(hidden_dim, hidden_dim, 1, 1, act=act) for _ in range(levels - 1))
         self.fpn_blocks = nn.ModuleList(
             CSPRepLayer(hidden_dim * 2, hidden_dim, num_blocks, expansion=expansion, act=act) for _ in range(levels - 1)
         )
         # Bottom-up PAN.
         self.downsample_convs = nn.ModuleList(
-            ConvNormLayer(hidden_dim, hidden_dim, 3, 2, act=act) for _ in range(levels - 1)
+            ConvNormAct(hidden_dim, hidden_dim, 3, 2, act=act) for _ in range(levels - 1)
         )
         self.pan_blocks = nn.ModuleList(
             CSPRepLayer(hidden_dim * 2, hidden_dim, num_blocks, expansion=expansion, act=act) for _ in range(levels - 1)

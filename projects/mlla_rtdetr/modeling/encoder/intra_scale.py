@@ -15,55 +15,23 @@ It returns a module mapping (B, C, H, W) -> (B, C, H, W). Other blocks (e.g. "ml
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..common import get_activation
+from ..layers import Registry, get_activation
 
 __all__ = [
     "INTRA_SCALE_BLOCKS",
-    "IntraScaleRegistry",
     "build_2d_sincos_position_embedding",
     "TransformerEncoderLayer",
     "AIFI",
 ]
 
 
-class IntraScaleRegistry:
-    """Name -> builder mapping with a decorator-style ``register(name)``."""
-
-    def __init__(self, kind: str):
-        self._kind = kind
-        self._builders: Dict[str, Callable[..., nn.Module]] = {}
-
-    def register(self, name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-        def decorator(builder):
-            if name in self._builders and self._builders[name] is not builder:
-                raise KeyError(f"{self._kind} '{name}' is already registered.")
-            self._builders[name] = builder
-            return builder
-
-        return decorator
-
-    def get(self, name: str) -> Callable[..., nn.Module]:
-        if name not in self._builders:
-            raise KeyError(
-                f"Unknown {self._kind} '{name}'. Registered: {sorted(self._builders)}. "
-                "Blocks register themselves when their module is imported "
-                "(mlla_rtdetr.modeling.encoder imports all built-in ones)."
-            )
-        return self._builders[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._builders
-
-    def names(self):
-        return sorted(self._builders)
-
-
-INTRA_SCALE_BLOCKS = IntraScaleRegistry("intra-scale block")
+#: name -> builder of an intra-scale block (see the module docstring for the signature).
+INTRA_SCALE_BLOCKS = Registry("INTRA_SCALE_BLOCKS")
 
 
 def build_2d_sincos_position_embedding(

@@ -1,7 +1,7 @@
 """The "mlla" intra-scale block of the hybrid encoder: MLLA blocks instead of AIFI's softmax
 self-attention.
 
-Each layer is the backbone's :class:`~mlla_rtdetr.modeling.backbone.mlla.MLLABlock` (linear
+Each layer is the shared :class:`~mlla_rtdetr.modeling.layers.MLLABlock` (linear
 attention with RoPE and LePE, SiLU gate, depthwise conv, CPE, MLP), so the cost is linear in the
 number of tokens and the block can run on the stride-16 and stride-8 maps as well. RoPE, LePE and
 the convolutional position encodings carry position, so no sin-cos embedding is added.
@@ -16,7 +16,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from ..backbone.mlla import MLLABlock, init_mlla_weights, map_to_tokens, tokens_to_map
+from ..layers import MLLABlock, init_mlla_weights, map_to_tokens, tokens_to_map
 from .intra_scale import INTRA_SCALE_BLOCKS
 
 __all__ = ["MLLAIntraScale", "build_mlla_intra_scale"]
@@ -43,7 +43,7 @@ class MLLAIntraScale(nn.Module):
         self.use_checkpoint = use_checkpoint
         self.layers = nn.ModuleList(
             MLLABlock(dim, num_heads, qkv_bias=qkv_bias, drop=dropout, drop_path=drop_path[i],
-                      act_layer=activation, mlp_hidden_dim=ffn_dim)
+                      act=activation, mlp_hidden_dim=ffn_dim)
             for i in range(num_layers)
         )
         self.apply(init_mlla_weights)

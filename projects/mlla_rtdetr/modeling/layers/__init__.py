@@ -1,0 +1,29 @@
+"""Blocks shared by every model family (timm ``layers`` / detrex ``layers`` style).
+
+* :mod:`.activation` - :func:`get_activation`, the one activation resolver.
+* :mod:`.norm` - :func:`get_norm` (2D norms by name) and :func:`freeze_batch_norm`.
+* :mod:`.conv` - :class:`ConvNormAct`, conv -> norm -> act with the official ``conv`` / ``norm`` keys.
+* :mod:`.mlp` - :class:`MLP` (RT-DETR heads, ``layers.{i}``) and :class:`Mlp` (transformer FFN,
+  ``fc1`` / ``fc2``).
+* :mod:`.mlla` - the MLLA block: 2D RoPE, linear attention with LePE, the gated block, token/map
+  layout helpers. Used by the MLLA backbone and by every MLLA placement in the detector.
+* :mod:`.registry` - :class:`Registry`, fvcore's registry with names chosen at registration.
+"""
+from .activation import get_activation
+from .conv import ConvNormAct
+from .mlla import (
+    LinearAttention,
+    MLLABlock,
+    RoPE2D,
+    apply_rope,
+    init_mlla_weights,
+    map_to_tokens,
+    mlla_linear_attention,
+    rope_tables,
+    tokens_to_map,
+)
+from .mlp import MLP, Mlp
+from .norm import freeze_batch_norm, get_norm
+from .registry import Registry
+
+__all__ = [k for k in globals() if not k.startswith("_")]

@@ -1,0 +1,245 @@
+"""The MLLA block (Han et al., "Demystify Mamba in Vision: A Linear Attention Perspective",
+NeurIPS 2024) and its parts, shared by the MLLA backbone and every MLLA placement in the detector.
+
+* :func:`rope_tables`, :func:`apply_rope`, :class:`RoPE2D` - 2D rotary position embedding,
+  recomputed (and cached) for the runtime feature size.
+* :func:`mlla_linear_attention`, :class:`LinearAttention` - ELU+1 kernels, RoPE on q and k,
+  normalizer from the un-rotated q and the mean of the un-rotated k, LePE (depthwise 3x3 on v).
+* :class:`MLLABlock` - CPE, LayerNorm, input/gate projections, depthwise conv + SiLU, linear
+  attention, SiLU gate, output projection, CPE, MLP.
+* :func:`tokens_to_map`, :func:`map_to_tokens` - (B, H*W, C) row-major tokens <-> (B, C, H, W).
+* :func:`init_mlla_weights` - the official initialisation.
+
+Key names follow the official implementation (``cpe1``, ``norm1``, ``in_proj``, ``act_proj``, ``dwc``,
+``attn.qk``, ``attn.lepe``, ``out_proj``, ``cpe2``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``).
+
+Tokens are kept as ``(B, N, C)`` with ``N = H * W`` row-major; the same memory viewed as
+``(B, C, H, W)`` is a channels-last image, so the depthwise convolutions need no copies.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, trunc_normal_
+
+from .activation import ActLike
+from .mlp import Mlp
+
+__all__ = [
+    "rope_tables",
+    "apply_rope",
+    "RoPE2D",
+    "mlla_linear_attention",
+    "LinearAttention",
+    "MLLABlock",
+    "tokens_to_map",
+    "map_to_tokens",
+    "init_mlla_weights",
+]
+
+HW = Tuple[int, int]
+
+
+def tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:
+    """(B, H*W, C) tokens -> (B, C, H, W) view (channels-last memory when ``x`` is contiguous)."""
+    return x.transpose(1, 2).unflatten(2, hw)
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C) (a view for channels-last memory)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2D RoPE
+# ----------------------------------------------------------------------------------------------
+def _rope_tables_uncached(h: int, w: int, dim: int, base: float, device, dtype):
+    k_max = dim // 4
+    # Same float32 op sequence as the official tables, so the values are bit-identical.
+    theta = 1 / (base ** (torch.arange(k_max, device=device) / k_max))
+    rows = torch.arange(h, device=device).unsqueeze(-1) * theta  # (h, k_max)
+    cols = torch.arange(w, device=device).unsqueeze(-1) * theta  # (w, k_max)
+    angles = torch.cat(
+        [rows[:, None, :].expand(h, w, k_max), cols[None, :, :].expand(h, w, k_max)], dim=-1
+    )  # (h, w, dim/2): rows on the first half of the pairs, columns on the second
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    # Channel pair (2j, 2j+1) = (re, im) of complex number j, rotated by angles[..., j]:
+    #   re' = re*cos - im*sin,  im' = im*cos + re*sin  ->  x' = x*cos2 + swap(x)*sin2
+    cos2 = cos.repeat_interleave(2, dim=-1).reshape(h * w, dim)
+    sin2 = torch.stack([-sin, sin], dim=-1).reshape(h * w, dim)
+    return cos2.to(dtype), sin2.to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _rope_tables_cached(h, w, dim, base, device, dtype):
+    # Plain tensors even when first requested under inference_mode / no_grad.
+    with torch.inference_mode(False), torch.no_grad():
+        return _rope_tables_uncached(h, w, dim, base, device, dtype)
+
+
+def rope_tables(h: int, w: int, dim: int, base: float = 10000, device=None,
+                dtype=torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """RoPE cos / signed-sin tables for an ``h x w`` grid of ``dim``-channel tokens.
+
+    Returns ``(cos2, sin2)``, each ``(h*w, dim)``, such that ``apply_rope(x, cos2, sin2)`` rotates
+    channel pair ``(2j, 2j+1)`` of the token at ``(y, x)`` by ``angles[y, x, j]`` with
+    ``angles[y, x] = concat(y * theta, x * theta)``, ``theta_k = 1 / base**(k / (dim/4))``.
+    Cached per (size, dim, device, dtype) except while tracing / compiling.
+    """
+    if dim % 4:
+        raise ValueError(f"2D RoPE needs a channel count divisible by 4, got {dim}.")
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return _rope_tables_uncached(int(h), int(w), dim, base, device, dtype)
+    return _rope_tables_cached(int(h), int(w), dim, base, device, dtype)
+
+
+def apply_rope(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, N, C) tokens with tables from :func:`rope_tables` (N = h*w, C = dim)."""
+    swapped = x.unflatten(-1, (x.shape[-1] // 2, 2)).flip(-1).flatten(-2)  # (im, re) per pair
+    return x * cos2 + swapped * sin2
+
+
+class RoPE2D(nn.Module):
+    """2D rotary position embedding over ``dim`` channels, for any runtime (h, w).
+
+    Holds no state (the official classification model stores the tables for its fixed input size
+    as a buffer; they are a pure function of the size, so they are recomputed and cached here).
+    """
+
+    def __init__(self, dim: int, base: float = 10000):
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"2D RoPE needs a channel count divisible by 4, got {dim}.")
+        self.dim = dim
+        self.base = base
+
+    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
+        """x: (B, H*W, dim) -> rotated (B, H*W, dim)."""
+        cos2, sin2 = rope_tables(hw[0], hw[1], self.dim, self.base, x.device, x.dtype)
+        return apply_rope(x, cos2, sin2)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, base={self.base}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear attention
+# ----------------------------------------------------------------------------------------------
+def mlla_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_rope: torch.Tensor,
+                          k_rope: torch.Tensor, num_heads: int, eps: float = 1e-6) -> torch.Tensor:
+    """MLLA linear attention core, O(N) in the number of tokens.
+
+    All inputs are (B, N, C) with positive kernels already applied (``q = elu(q)+1`` etc.); heads are
+    contiguous channel groups of width C / num_heads. Per head::
+
+        out_i = (q_rope_i . sum_j k_rope_j v_j^T / N) / (q_i . mean_j k_j + eps)
+
+    i.e. the numerator uses the rotated q/k, the normalizer the un-rotated ones (as published).
+    Returns (B, N, C).
+    """
+    n, c = q.shape[1], q.shape[2]
+    d = c // num_heads
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, N, h, d); no batch size baked in (ONNX)
+        return t.unflatten(-1, (num_heads, d))
+
+    qh, kh, vh = heads(q), heads(k), heads(v)
+    k_mean = kh.mean(dim=1)  # (B, h, d)
+    z = 1.0 / (torch.einsum("bnhd,bhd->bnh", qh, k_mean) + eps)
+    kv = torch.einsum("bnhd,bnhe->bhde", heads(k_rope), vh) * (1.0 / n)
+    out = torch.einsum("bnhd,bhde->bnhe", heads(q_rope), kv)
+    return (out * z.unsqueeze(-1)).flatten(-2)
+
+
+class LinearAttention(nn.Module):
+    """Linear attention with RoPE and LePE. q and k come from one projection; v is the input."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, rope_base: float = 10000):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}.")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.rope = RoPE2D(dim, base=rope_base)
+
+    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
+        """x: (B, H*W, C) -> (B, H*W, C)."""
+        n = x.shape[1]
+        if n != hw[0] * hw[1]:
+            raise ValueError(f"{n} tokens do not match the feature size {tuple(hw)}.")
+        q, k = self.qk(x).chunk(2, dim=-1)
+        # The kernel products and the normalizer are done in float32 even under autocast.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            q = F.elu(q.float()) + 1.0
+            k = F.elu(k.float()) + 1.0
+            out = mlla_linear_attention(q, k, x.float(), self.rope(q, hw), self.rope(k, hw),
+                                        self.num_heads)
+        out = out.to(x.dtype)
+        return out + map_to_tokens(self.lepe(tokens_to_map(x, hw)))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Block
+# ----------------------------------------------------------------------------------------------
+class MLLABlock(nn.Module):
+    """The MLLA block on (B, H*W, C) tokens of an (H, W) map.
+
+    ``x = x + cpe1(x)``; ``x = x + out_proj(attn(silu(dwc(in_proj(norm1(x))))) * silu(act_proj(norm1(x))))``;
+    ``x = x + cpe2(x)``; ``x = x + mlp(norm2(x))`` (stochastic depth on the two residual branches).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop: float = 0.0, drop_path: float = 0.0, act: ActLike = "gelu",
+                 norm_layer=nn.LayerNorm, mlp_hidden_dim: Optional[int] = None):
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = norm_layer(dim)
+        self.in_proj = nn.Linear(dim, dim)
+        self.act_proj = nn.Linear(dim, dim)
+        self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.act = nn.SiLU()
+        self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias)
+        self.out_proj = nn.Linear(dim, dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm2 = norm_layer(dim)
+        hidden = mlp_hidden_dim if mlp_hidden_dim is not None else int(dim * mlp_ratio)
+        self.mlp = Mlp(dim, hidden, act=act, drop=drop)
+
+    def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
+        """x: (B, H*W, C) -> (B, H*W, C)."""
+        x = x + map_to_tokens(self.cpe1(tokens_to_map(x, hw)))
+        shortcut = x
+        x = self.norm1(x)
+        gate = self.act(self.act_proj(x))
+        x = map_to_tokens(self.act(self.dwc(tokens_to_map(self.in_proj(x), hw))))
+        x = self.attn(x, hw)
+        x = shortcut + self.drop_path(self.out_proj(x * gate))
+        x = x + map_to_tokens(self.cpe2(tokens_to_map(x, hw)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}"
+
+
+def init_mlla_weights(m: nn.Module) -> None:
+    """Official initialisation: trunc-normal(0.02) Linear weights, zero biases, unit LayerNorm."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

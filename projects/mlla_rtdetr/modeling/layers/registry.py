@@ -1,0 +1,41 @@
+"""Registries of interchangeable blocks, on fvcore's :class:`fvcore.common.registry.Registry`."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from fvcore.common.registry import Registry as _FvcoreRegistry
+
+__all__ = ["Registry"]
+
+
+class Registry(_FvcoreRegistry):
+    """fvcore's registry, plus registration under a chosen name and a lookup error that lists
+    the registered names (configs select blocks by short names such as ``"mlla"``)::
+
+        INTRA_SCALE_BLOCKS = Registry("INTRA_SCALE_BLOCKS")
+
+        @INTRA_SCALE_BLOCKS.register("mlla")
+        def build_mlla_intra_scale(...): ...
+    """
+
+    def register(self, name: Optional[Any] = None) -> Any:  # type: ignore[override]
+        """``@register()`` / ``@register("name")`` as decorators, or ``register(obj)`` (fvcore's
+        form, registered under ``obj.__name__``)."""
+        if name is None or isinstance(name, str):
+            def decorator(obj: Callable) -> Callable:
+                self._do_register(name or obj.__name__, obj)
+                return obj
+
+            return decorator
+        return super().register(name)
+
+    def get(self, name: str) -> Any:
+        if name not in self:
+            raise KeyError(
+                f"Unknown {self._name} entry '{name}'. Registered: {sorted(self._obj_map)}. "
+                "Entries register themselves when their module is imported."
+            )
+        return super().get(name)
+
+    def names(self):
+        return sorted(self._obj_map)
