@@ -14,8 +14,9 @@ Other tools load it by path (``runpy.run_path`` / importlib), never as ``import 
 """
 import sys
 
-from mlla_rtdetr.engine import ConfigError, OverrideError, default_argument_parser, launch_from_args
+from mlla_rtdetr.engine import default_argument_parser, launch_from_args
 from mlla_rtdetr.engine import main as engine_main
+from mlla_rtdetr.errors import UserError
 
 
 def main(args):
@@ -32,7 +33,7 @@ def cli(argv=None) -> int:
     print("Command Line Args:", args)
     try:
         launch_from_args(main, args)
-    except (OverrideError, ConfigError) as e:
+    except UserError as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         return 2
     return 0
