@@ -5,9 +5,14 @@ unmapping, result tables) whose COCOeval class is ``faster_coco_eval.COCOeval_fa
 package is installed and ``pycocotools.cocoeval.COCOeval`` otherwise. faster-coco-eval is used
 through its own classes only (never ``init_as_pycocotools()``, which would patch pycocotools for
 the whole process).
+
+Evaluation runs each model's inference form (:func:`inference_copy`: a ``deploy()``-ed copy, the
+same outputs within 1e-4), so the numbers are those of the deployed detector and the training
+model is left untouched.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 from collections import OrderedDict
@@ -32,6 +37,7 @@ __all__ = [
     "faster_cocoeval",
     "has_faster_coco_eval",
     "evaluate_model",
+    "inference_copy",
     "rename_results",
     "broadcast_state_from_main",
 ]
@@ -147,6 +153,14 @@ def broadcast_state_from_main(model: torch.nn.Module) -> None:
         dist.broadcast(tensor, src=0)
 
 
+def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A ``deploy()``-ed copy of ``model`` (eval mode; RepVGG and BatchNorm folding, channels-last
+    memory) for inference, or ``model`` itself when it has no ``deploy()``."""
+    if not hasattr(model, "deploy"):
+        return model
+    return copy.deepcopy(model).deploy()
+
+
 def evaluate_model(
     models: Mapping[str, torch.nn.Module],
     data_loader: Iterable,
@@ -168,7 +182,7 @@ def evaluate_model(
         name = "raw" if suffix == "" else suffix.lstrip("_")
         logger.info(f"Evaluating {name} weights ...")
         broadcast_state_from_main(model)
-        results = inference_on_dataset(model, data_loader, evaluator_factory())
+        results = inference_on_dataset(inference_copy(model), data_loader, evaluator_factory())
         renamed = rename_results(results, suffix)
         clash = set(renamed) & set(merged)
         if clash:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
+from .layers import fold_conv_norms
 from .postprocess import RTDETRPostProcessor
 
 __all__ = ["RTDETR"]
@@ -81,6 +82,8 @@ class RTDETR(nn.Module):
         self.eval_size = tuple(int(v) for v in eval_size) if eval_size else None
         if self.eval_size and any(v % self.size_divisibility for v in self.eval_size):
             raise ValueError(f"eval_size {self.eval_size} must be a multiple of {self.size_divisibility}.")
+        #: feed the images to the backbone in channels-last memory (set by :meth:`deploy`).
+        self.channels_last = False
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -99,6 +102,8 @@ class RTDETR(nn.Module):
         Returns:
             {"pred_logits": (B, Q, K), "pred_boxes": (B, Q, 4) normalized cxcywh, ...aux in training}.
         """
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         feats = self.backbone(images)
         if isinstance(feats, dict):
             missing = [f for f in self.in_features if f not in feats]
@@ -200,12 +205,25 @@ class RTDETR(nn.Module):
             results.append({"instances": inst})
         return results
 
-    def deploy(self) -> "RTDETR":
-        """Eval mode + encoder re-parameterisation (RepVGG); outputs unchanged."""
+    def deploy(self, channels_last: bool = True) -> "RTDETR":
+        """The inference form (eval mode, outputs unchanged up to float rounding, <= 1e-4):
+
+        * RepVGG blocks of the encoder re-parameterised into single 3x3 convs;
+        * every BatchNorm folded into the conv before it (:func:`fold_conv_norms`);
+        * channels-last memory for the weights and, in :meth:`forward_raw`, the images, so every
+          conv runs in the layout the CPU (oneDNN) and tensor-core kernels are fastest in, and the
+          token views of the maps (encoder, decoder memory, MLLA) need no copies.
+
+        Train again only from a freshly built model: folded BatchNorms no longer update.
+        """
         self.eval()
         if hasattr(self.encoder, "deploy"):
             self.encoder.deploy()
         for m in self.modules():
             if m is not self and m is not self.encoder and hasattr(m, "convert_to_deploy"):
                 m.convert_to_deploy()
-        return self
+        fold_conv_norms(self)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last
+        return self.eval()  # the modules the folding created are in eval mode too

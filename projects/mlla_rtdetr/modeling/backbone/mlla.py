@@ -24,7 +24,8 @@ import torch.utils.checkpoint as activation_checkpoint
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
-from ..layers import ConvNormAct, MLLABlock, init_mlla_weights, map_to_tokens, tokens_to_map
+from ..layers import (ConvNormAct, MLLABlock, as_memory_format_of, init_mlla_weights, map_to_tokens,
+                      tokens_to_map)
 
 __all__ = [
     "MLLA_VARIANTS",
@@ -84,7 +85,7 @@ class Stem(nn.Module):
         x = self.conv2(x) + x
         x = self.conv3(x)
         hw = (x.shape[2], x.shape[3])
-        return map_to_tokens(x).contiguous(), hw
+        return map_to_tokens(x), hw
 
 
 class PatchMerging(nn.Module):
@@ -109,7 +110,7 @@ class PatchMerging(nn.Module):
         if h % 2 or w % 2:
             x = F.pad(x, (0, w % 2, 0, h % 2))
         x = self.conv(x)
-        return map_to_tokens(x).contiguous(), (x.shape[2], x.shape[3])
+        return map_to_tokens(x), (x.shape[2], x.shape[3])
 
 
 class MLLAStage(nn.Module):
@@ -221,7 +222,8 @@ class MLLABackbone(Backbone):
         return self
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """x: (B, 3, H, W) -> {name: (B, C_i, ceil(H/s_i), ceil(W/s_i))} for the requested names."""
+        """x: (B, 3, H, W) -> {name: (B, C_i, ceil(H/s_i), ceil(W/s_i))} for the requested names, in
+        the memory format of ``x`` (channels-last maps are views of the tokens: no copy)."""
         if x.dim() != 4:
             raise ValueError(f"MLLABackbone expects a (B, 3, H, W) tensor, got shape {tuple(x.shape)}.")
         tokens, hw = self.patch_embed(x)
@@ -230,7 +232,7 @@ class MLLABackbone(Backbone):
             out, out_hw, tokens, hw = stage(tokens, hw)
             if i in self._out_indices:
                 y = getattr(self, f"norm{i}")(out)
-                outs[self._STAGE_NAMES[i]] = tokens_to_map(y, out_hw).contiguous()
+                outs[self._STAGE_NAMES[i]] = as_memory_format_of(tokens_to_map(y, out_hw), x)
         return outs
 
     @property

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import init
 
+from ..layers import Linear
+
 __all__ = ["MSDeformableAttention", "deformable_attention_core"]
 
 
@@ -128,10 +130,10 @@ class MSDeformableAttention(nn.Module):
             persistent=False,
         )
 
-        self.sampling_offsets = nn.Linear(embed_dim, num_heads * total_points * 2)
-        self.attention_weights = nn.Linear(embed_dim, num_heads * total_points)
-        self.value_proj = nn.Linear(embed_dim, embed_dim)
-        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.sampling_offsets = Linear(embed_dim, num_heads * total_points * 2)
+        self.attention_weights = Linear(embed_dim, num_heads * total_points)
+        self.value_proj = Linear(embed_dim, embed_dim)
+        self.output_proj = Linear(embed_dim, embed_dim)
         self._reset_parameters()
         if method == "discrete":
             for p in self.sampling_offsets.parameters():

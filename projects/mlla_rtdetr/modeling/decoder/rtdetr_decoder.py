@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import init
 
-from ..layers import MLP, get_activation
+from ..layers import MLP, Linear, get_activation, linear
 from .denoising import get_contrastive_denoising_training_group, inverse_sigmoid
 from .ms_deform_attn import MSDeformableAttention
 
@@ -97,10 +97,10 @@ class TransformerDecoderLayer(nn.Module):
         self.cross_attn = MSDeformableAttention(d_model, n_head, n_levels, n_points, method=cross_attn_method)
         self.dropout2 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.activation = get_activation(activation)
         self.dropout3 = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.dropout4 = nn.Dropout(dropout)
         self.norm3 = nn.LayerNorm(d_model)
         self.clamp_ffn = clamp_ffn
@@ -126,7 +126,7 @@ class TransformerDecoderLayer(nn.Module):
         cross_out = self.cross_attn(query, reference_points, memory, spatial_shapes, memory_mask)
         target = self.norm2(target + self.dropout2(cross_out))
 
-        ffn_out = self.linear2(self.dropout3(self.activation(self.linear1(target))))
+        ffn_out = self.linear2(self.dropout3(linear(self.linear1, target, self.activation)))
         target = target + self.dropout4(ffn_out)
         if self.clamp_ffn:
             target = target.clamp(min=-65504, max=65504)
@@ -294,11 +294,11 @@ class RTDETRTransformer(nn.Module):
         self.query_pos_head = MLP(4, 2 * hidden_dim, hidden_dim, 2)
 
         self.enc_output = nn.Sequential(
-            OrderedDict([("proj", nn.Linear(hidden_dim, hidden_dim)), ("norm", nn.LayerNorm(hidden_dim))])
+            OrderedDict([("proj", Linear(hidden_dim, hidden_dim)), ("norm", nn.LayerNorm(hidden_dim))])
         )
-        self.enc_score_head = nn.Linear(hidden_dim, 1 if query_select_method == "agnostic" else num_classes)
+        self.enc_score_head = Linear(hidden_dim, 1 if query_select_method == "agnostic" else num_classes)
         self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, 3)
-        self.dec_score_head = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_layers))
+        self.dec_score_head = nn.ModuleList(Linear(hidden_dim, num_classes) for _ in range(num_layers))
         self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, 3) for _ in range(num_layers))
 
         # anchors depend only on the feature sizes: cache them (never saved in checkpoints)

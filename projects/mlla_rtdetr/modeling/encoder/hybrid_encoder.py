@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvNormAct, get_activation
+from ..layers import ConvNormAct, conv2d, get_activation
 from .intra_scale import INTRA_SCALE_BLOCKS
 
 __all__ = ["RepVggBlock", "CSPRepLayer", "HybridEncoder"]
@@ -41,8 +41,9 @@ class RepVggBlock(nn.Module):
         return hasattr(self, "conv")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x) if self.deployed else self.conv1(x) + self.conv2(x)
-        return self.act(y)
+        if self.deployed:
+            return conv2d(self.conv, x, self.act)
+        return self.act(self.conv1(x) + self.conv2(x))
 
     @staticmethod
     def _fuse(branch: ConvNormAct):
@@ -68,6 +69,7 @@ class RepVggBlock(nn.Module):
             return
         kernel, bias = self.equivalent_kernel_bias()
         conv = nn.Conv2d(self.ch_in, self.ch_out, 3, 1, padding=1, bias=True).to(kernel.device, kernel.dtype)
+        conv.train(self.training)
         conv.weight.copy_(kernel)
         conv.bias.copy_(bias)
         self.conv = conv

@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from ..layers import Registry, get_activation
+from ..layers import Linear, Registry, as_memory_format_of, get_activation, map_to_tokens, tokens_to_map
 
 __all__ = [
     "INTRA_SCALE_BLOCKS",
@@ -65,9 +65,9 @@ class TransformerEncoderLayer(nn.Module):
         super().__init__()
         self.normalize_before = normalize_before
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout, batch_first=True)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
@@ -128,12 +128,13 @@ class AIFI(nn.Module):
         return pos.to(device=ref.device, dtype=ref.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        tokens = x.flatten(2).permute(0, 2, 1)
+        """x: (B, C, H, W) -> (B, C, H, W) in the memory format of ``x``."""
+        _, c, h, w = x.shape
+        tokens = map_to_tokens(x)
         pos = self.position_embedding(h, w, c, tokens)
         for layer in self.layers:
             tokens = layer(tokens, pos_embed=pos)
-        return tokens.permute(0, 2, 1).reshape(b, c, h, w).contiguous()
+        return as_memory_format_of(tokens_to_map(tokens, (h, w)), x)
 
 
 @INTRA_SCALE_BLOCKS.register("softmax")

@@ -16,7 +16,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from ..layers import MLLABlock, init_mlla_weights, map_to_tokens, tokens_to_map
+from ..layers import MLLABlock, as_memory_format_of, init_mlla_weights, map_to_tokens, tokens_to_map
 from .intra_scale import INTRA_SCALE_BLOCKS
 
 __all__ = ["MLLAIntraScale", "build_mlla_intra_scale"]
@@ -49,17 +49,17 @@ class MLLAIntraScale(nn.Module):
         self.apply(init_mlla_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) -> (B, C, H, W)."""
+        """x: (B, C, H, W) -> (B, C, H, W) in the memory format of ``x``."""
         if x.dim() != 4 or x.shape[1] != self.dim:
             raise ValueError(f"MLLAIntraScale expects (B, {self.dim}, H, W), got {tuple(x.shape)}.")
         hw = (x.shape[2], x.shape[3])
-        tokens = map_to_tokens(x).contiguous()
+        tokens = map_to_tokens(x)
         for layer in self.layers:
             if self.use_checkpoint and torch.is_grad_enabled() and tokens.requires_grad:
                 tokens = torch.utils.checkpoint.checkpoint(layer, tokens, hw, use_reentrant=False)
             else:
                 tokens = layer(tokens, hw)
-        return tokens_to_map(tokens, hw).contiguous()
+        return as_memory_format_of(tokens_to_map(tokens, hw), x)
 
 
 @INTRA_SCALE_BLOCKS.register("mlla")

@@ -2,7 +2,10 @@
 
 * :mod:`.activation` - :func:`get_activation`, the one activation resolver.
 * :mod:`.norm` - :func:`get_norm` (2D norms by name) and :func:`freeze_batch_norm`.
-* :mod:`.conv` - :class:`ConvNormAct`, conv -> norm -> act with the official ``conv`` / ``norm`` keys.
+* :mod:`.conv` - :class:`ConvNormAct`, conv -> norm -> act with the official ``conv`` / ``norm`` keys;
+  :func:`fold_conv_norms` folds BatchNorms into the convs before them for inference.
+* :mod:`.fused` - :class:`Linear` / :func:`linear` / :func:`conv2d`: oneDNN kernels with fused
+  activation and residual for CPU inference, plain PyTorch ops otherwise.
 * :mod:`.mlp` - :class:`MLP` (RT-DETR heads, ``layers.{i}``) and :class:`Mlp` (transformer FFN,
   ``fc1`` / ``fc2``).
 * :mod:`.mlla` - the MLLA block: 2D RoPE, linear attention with LePE, the gated block, token/map
@@ -10,12 +13,15 @@
 * :mod:`.registry` - :class:`Registry`, fvcore's registry with names chosen at registration.
 """
 from .activation import get_activation
-from .conv import ConvNormAct
+from .conv import ConvNormAct, fold_conv_norms
+from .fused import Linear, conv2d, linear, onednn_enabled
 from .mlla import (
     LinearAttention,
     MLLABlock,
     RoPE2D,
     apply_rope,
+    as_memory_format_of,
+    is_channels_last,
     init_mlla_weights,
     map_to_tokens,
     mlla_linear_attention,

@@ -1,15 +1,19 @@
-"""Conv -> norm -> activation, the convolution unit of every convolutional part of the models."""
+"""Conv -> norm -> activation, the convolution unit of every convolutional part of the models, and
+the inference-time folding of BatchNorms into the convolutions before them."""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+from torchvision.ops import FrozenBatchNorm2d
 
 from .activation import ActLike, get_activation
+from .fused import conv2d
 from .norm import get_norm
 
-__all__ = ["ConvNormAct"]
+__all__ = ["ConvNormAct", "fold_conv_norms"]
 
 
 class ConvNormAct(nn.Module):
@@ -33,4 +37,34 @@ class ConvNormAct(nn.Module):
         self.act = get_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.norm, nn.Identity):  # no norm, or folded by fold_conv_norms: fuse the act
+            return conv2d(self.conv, x, self.act)
         return self.act(self.norm(self.conv(x)))
+
+
+_FOLDABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
+
+
+@torch.no_grad()
+def fold_conv_norms(module: nn.Module) -> int:
+    """Fold every BatchNorm that directly follows a convolution into that convolution (inference).
+
+    A pair is a module with a ``conv`` (``nn.Conv2d``) and a ``norm`` child (``nn.BatchNorm2d`` using
+    running statistics, or ``FrozenBatchNorm2d``): :class:`ConvNormAct` and the ``conv``/``norm``
+    projections of the encoder and decoder. The conv gets the equivalent weight and bias and the
+    norm becomes an identity, so the outputs are unchanged up to float rounding while one pass
+    over every feature map disappears. The ``norm.*`` keys leave the state dict (as RepVGG
+    folding does); only for eval / export. Returns the number of folded norms.
+    """
+    folded = 0
+    for m in module.modules():
+        conv, norm = getattr(m, "conv", None), getattr(m, "norm", None)
+        if not isinstance(conv, nn.Conv2d) or not isinstance(norm, _FOLDABLE_NORMS):
+            continue
+        if isinstance(norm, nn.BatchNorm2d) and (norm.training or not norm.track_running_stats):
+            raise RuntimeError("fold_conv_norms needs BatchNorms in eval mode with running statistics.")
+        conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean,
+                                                      norm.running_var, norm.eps, norm.weight, norm.bias)
+        m.norm = nn.Identity()
+        folded += 1
+    return folded

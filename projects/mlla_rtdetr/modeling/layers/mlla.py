@@ -27,17 +27,21 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 
 from .activation import ActLike
+from .fused import Linear, conv2d, linear
 from .mlp import Mlp
 
 __all__ = [
     "rope_tables",
     "apply_rope",
     "RoPE2D",
+    "elu_plus_one",
     "mlla_linear_attention",
     "LinearAttention",
     "MLLABlock",
     "tokens_to_map",
     "map_to_tokens",
+    "is_channels_last",
+    "as_memory_format_of",
     "init_mlla_weights",
 ]
 
@@ -45,13 +49,29 @@ HW = Tuple[int, int]
 
 
 def tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:
-    """(B, H*W, C) tokens -> (B, C, H, W) view (channels-last memory when ``x`` is contiguous)."""
-    return x.transpose(1, 2).unflatten(2, hw)
+    """(B, H*W, C) tokens -> (B, C, H, W) view; channels-last memory when ``x`` is contiguous.
+
+    Built as reshape + permute so that every stride is the channels-last one even for B = 1 (a
+    transposed view gives the batch dimension a stride that makes convolutions fall back to NCHW
+    and copy their input), with the batch size read from ``x`` (kept dynamic in ONNX exports).
+    """
+    return x.reshape(x.shape[0], hw[0], hw[1], x.shape[-1]).permute(0, 3, 1, 2)
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C) (a view for channels-last memory)."""
-    return x.flatten(2).transpose(1, 2)
+    """(B, C, H, W) -> (B, H*W, C) contiguous tokens (a view for channels-last memory)."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-D map is stored channels-last (and not also plain contiguous)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def as_memory_format_of(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) made dense in the memory format of ``ref`` (no copy when it already is)."""
+    fmt = torch.channels_last if is_channels_last(ref) else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,6 +101,11 @@ def _rope_tables_cached(h, w, dim, base, device, dtype):
         return _rope_tables_uncached(h, w, dim, base, device, dtype)
 
 
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() \
+        or torch.onnx.is_in_onnx_export()
+
+
 def rope_tables(h: int, w: int, dim: int, base: float = 10000, device=None,
                 dtype=torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
     """RoPE cos / signed-sin tables for an ``h x w`` grid of ``dim``-channel tokens.
@@ -99,9 +124,25 @@ def rope_tables(h: int, w: int, dim: int, base: float = 10000, device=None,
 
 
 def apply_rope(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, N, C) tokens with tables from :func:`rope_tables` (N = h*w, C = dim)."""
+    """Rotate (B, N, ..., C) tokens with tables from :func:`rope_tables` (N = h*w, C = dim)."""
+    cos2, sin2 = (t.reshape(t.shape[0], *([1] * (x.dim() - 3)), t.shape[-1]) for t in (cos2, sin2))
     swapped = x.unflatten(-1, (x.shape[-1] // 2, 2)).flip(-1).flatten(-2)  # (im, re) per pair
     return x * cos2 + swapped * sin2
+
+
+@functools.lru_cache(maxsize=64)
+def _rope_rotations_cached(h, w, dim, base, device, dtype):
+    with torch.inference_mode(False), torch.no_grad():
+        cos2, sin2 = _rope_tables_uncached(h, w, dim, base, device, dtype)
+        return torch.stack([cos2[:, 0::2], sin2[:, 1::2]], dim=-1).contiguous()  # (h*w, dim/2, 2)
+
+
+def _rotate_complex(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """x (B, N, ..., C) * rotations (N, C/2, 2), channel pairs as complex numbers: one pass over x
+    (the official MLLA formulation) instead of a pair swap, two products and a sum."""
+    xc = torch.view_as_complex(x.unflatten(-1, (x.shape[-1] // 2, 2)))
+    rc = torch.view_as_complex(rotations).reshape(rotations.shape[0], *([1] * (x.dim() - 3)), -1)
+    return torch.view_as_real(xc * rc).flatten(-2)
 
 
 class RoPE2D(nn.Module):
@@ -119,9 +160,12 @@ class RoPE2D(nn.Module):
         self.base = base
 
     def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
-        """x: (B, H*W, dim) -> rotated (B, H*W, dim)."""
-        cos2, sin2 = rope_tables(hw[0], hw[1], self.dim, self.base, x.device, x.dtype)
-        return apply_rope(x, cos2, sin2)
+        """x: (B, H*W, ..., dim) -> rotated, same shape (every vector of a token gets its rotation)."""
+        if _exporting() or x.dtype not in (torch.float32, torch.float64):  # complex-free formula for ONNX
+            cos2, sin2 = rope_tables(hw[0], hw[1], self.dim, self.base, x.device, x.dtype)
+            return apply_rope(x, cos2, sin2)
+        rotations = _rope_rotations_cached(int(hw[0]), int(hw[1]), self.dim, self.base, x.device, x.dtype)
+        return _rotate_complex(x, rotations)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, base={self.base}"
@@ -153,7 +197,24 @@ def mlla_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_r
     z = 1.0 / (torch.einsum("bnhd,bhd->bnh", qh, k_mean) + eps)
     kv = torch.einsum("bnhd,bnhe->bhde", heads(k_rope), vh) * (1.0 / n)
     out = torch.einsum("bnhd,bhde->bnhe", heads(q_rope), kv)
-    return (out * z.unsqueeze(-1)).flatten(-2)
+    out = out.mul_(z.unsqueeze(-1)) if not torch.is_grad_enabled() else out * z.unsqueeze(-1)
+    return out.flatten(-2)
+
+
+def elu_plus_one(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """The positive kernel ``elu(x) + 1``, with the same value and gradient; ``inplace`` overwrites
+    ``x`` (only where no gradient flows).
+
+    On CPU it is computed as ``exp(x - relu(x)) + relu(x)`` (= ``exp(min(x, 0)) + max(x, 0)``, also
+    at ``x = 0`` for the gradient): PyTorch's CPU ELU goes through a scalar ``expm1`` and is ~8x
+    slower than the vectorized ``exp``.
+    """
+    if x.device.type != "cpu":
+        return F.elu(x, inplace=inplace).add_(1.0)
+    pos = F.relu(x)
+    if inplace:
+        return x.sub_(pos).exp_().add_(pos)
+    return torch.exp(x - pos) + pos
 
 
 class LinearAttention(nn.Module):
@@ -165,7 +226,7 @@ class LinearAttention(nn.Module):
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}.")
         self.dim = dim
         self.num_heads = num_heads
-        self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.qk = Linear(dim, dim * 2, bias=qkv_bias)
         self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.rope = RoPE2D(dim, base=rope_base)
 
@@ -174,15 +235,15 @@ class LinearAttention(nn.Module):
         n = x.shape[1]
         if n != hw[0] * hw[1]:
             raise ValueError(f"{n} tokens do not match the feature size {tuple(hw)}.")
-        q, k = self.qk(x).chunk(2, dim=-1)
         # The kernel products and the normalizer are done in float32 even under autocast.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            q = F.elu(q.float()) + 1.0
-            k = F.elu(k.float()) + 1.0
-            out = mlla_linear_attention(q, k, x.float(), self.rope(q, hw), self.rope(k, hw),
-                                        self.num_heads)
+            qk = self.qk(x).float()
+            qk = elu_plus_one(qk, inplace=not torch.is_grad_enabled()).unflatten(-1, (2, self.dim))  # q, k
+            q, k = qk.unbind(2)
+            q_rope, k_rope = self.rope(qk, hw).unbind(2)  # one rotation pass for both
+            out = mlla_linear_attention(q, k, x.float(), q_rope, k_rope, self.num_heads)
         out = out.to(x.dtype)
-        return out + map_to_tokens(self.lepe(tokens_to_map(x, hw)))
+        return map_to_tokens(conv2d(self.lepe, tokens_to_map(x, hw), residual=tokens_to_map(out, hw)))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}"
@@ -206,12 +267,12 @@ class MLLABlock(nn.Module):
         self.num_heads = num_heads
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = norm_layer(dim)
-        self.in_proj = nn.Linear(dim, dim)
-        self.act_proj = nn.Linear(dim, dim)
+        self.in_proj = Linear(dim, dim)
+        self.act_proj = Linear(dim, dim)
         self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.act = nn.SiLU()
         self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias)
-        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj = Linear(dim, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm2 = norm_layer(dim)
@@ -219,19 +280,33 @@ class MLLABlock(nn.Module):
         self.mlp = Mlp(dim, hidden, act=act, drop=drop)
 
     def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
-        x = x + map_to_tokens(self.cpe1(tokens_to_map(x, hw)))
+        """x: (B, H*W, C) -> (B, H*W, C).
+
+        At inference on CPU the convolutions and projections run as oneDNN kernels with the
+        activation and the residual fused (:mod:`.fused`); the result is the same.
+        """
+        x = _add_dw_conv(self.cpe1, x, hw)
         shortcut = x
         x = self.norm1(x)
-        gate = self.act(self.act_proj(x))
-        x = map_to_tokens(self.act(self.dwc(tokens_to_map(self.in_proj(x), hw))))
-        x = self.attn(x, hw)
-        x = shortcut + self.drop_path(self.out_proj(x * gate))
-        x = x + map_to_tokens(self.cpe2(tokens_to_map(x, hw)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        gate = linear(self.act_proj, x, self.act)
+        x = map_to_tokens(conv2d(self.dwc, tokens_to_map(self.in_proj(x), hw), self.act))
+        x = self.attn(x, hw) * gate
+        stochastic = self.training and isinstance(self.drop_path, DropPath)
+        x = shortcut + self.drop_path(self.out_proj(x)) if stochastic else linear(self.out_proj, x, residual=shortcut)
+        x = _add_dw_conv(self.cpe2, x, hw)
+        if stochastic:
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self.mlp(self.norm2(x), residual=x)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}"
+
+
+def _add_dw_conv(conv: nn.Conv2d, x: torch.Tensor, hw: HW) -> torch.Tensor:
+    """Convolutional position encoding ``x + conv(x)`` on (B, H*W, C) tokens (one fused kernel at
+    inference)."""
+    m = tokens_to_map(x, hw)
+    return map_to_tokens(conv2d(conv, m, residual=m))
 
 
 def init_mlla_weights(m: nn.Module) -> None:

@@ -1,0 +1,109 @@
+"""Linear and convolution with fused activation / residual for inference on CPU.
+
+PyTorch runs ``F.linear`` on CPU through MKL's sgemm, which on some CPUs (e.g. AMD EPYC) is more
+than twice as slow as oneDNN's matmul, while every convolution already runs on oneDNN. Whenever
+no gradient is needed, the input is a float32 CPU tensor and the call is not being traced,
+scripted, compiled or exported, :func:`linear` and :func:`conv2d` call oneDNN's fused kernels
+(the ones Inductor uses on CPU) and apply the activation, and optionally a residual, inside the
+kernel instead of in extra passes over the output. Otherwise (training, GPU, half precision,
+ONNX export, ``torch.compile``) they run the plain PyTorch ops, with the same result up to float
+rounding.
+
+The activations fused are ReLU, exact GELU and SiLU; any other is applied afterwards.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Linear", "linear", "conv2d", "onednn_enabled"]
+
+_HAS_ONEDNN = (
+    torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+)
+
+if _HAS_ONEDNN:  # explicit overloads: resolving the overload packet on every call costs milliseconds
+    _LINEAR = torch.ops.mkldnn._linear_pointwise.default
+    _LINEAR_BINARY = torch.ops.mkldnn._linear_pointwise.binary
+    _CONV = torch.ops.mkldnn._convolution_pointwise.default
+    _CONV_BINARY = torch.ops.mkldnn._convolution_pointwise.binary
+
+
+def _onednn_attr(act: Optional[nn.Module]):
+    """oneDNN post-op (name, algorithm) of an activation module, or None if it is not fusable."""
+    if act is None or isinstance(act, nn.Identity):
+        return "none", ""
+    if isinstance(act, nn.ReLU):
+        return "relu", ""
+    if isinstance(act, nn.SiLU):
+        return "swish", ""
+    if isinstance(act, nn.GELU) and act.approximate == "none":
+        return "gelu", "none"
+    return None
+
+
+def onednn_enabled(layer: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> bool:
+    """True when :func:`linear` / :func:`conv2d` use the oneDNN kernels for ``layer`` on ``x``."""
+    if not _HAS_ONEDNN or layer.training or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
+        return False
+    if residual is not None and (residual.device != x.device or residual.dtype != x.dtype):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters())
+                                    or (residual is not None and residual.requires_grad)):
+        return False
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export())
+
+
+def _finish(y: torch.Tensor, act: Optional[nn.Module], residual: Optional[torch.Tensor]) -> torch.Tensor:
+    if residual is not None:
+        y = y + residual
+    return y if act is None else act(y)
+
+
+def linear(layer: nn.Linear, x: torch.Tensor, act: Optional[nn.Module] = None,
+           residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``act(layer(x) + residual)`` (``residual`` and ``act`` optional).
+
+    x: (..., C_in), residual: (..., C_out) -> (..., C_out).
+    """
+    if not onednn_enabled(layer, x, residual):
+        return _finish(F.linear(x, layer.weight, layer.bias), act, residual)
+    weight, bias = layer.weight, layer.bias
+    attr = _onednn_attr(act)
+    if residual is not None:
+        y = _LINEAR_BINARY(x, residual, weight, bias, "add")
+        return y if act is None else act(y)
+    if attr is None:
+        return act(_LINEAR(x, weight, bias, "none", [], ""))
+    return _LINEAR(x, weight, bias, attr[0], [], attr[1])
+
+
+def conv2d(conv: nn.Conv2d, x: torch.Tensor, act: Optional[nn.Module] = None,
+           residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``act(conv(x) + residual)`` (``residual`` and ``act`` optional); (B, C_in, H, W) ->
+    (B, C_out, H', W'), channels-last when ``x`` is."""
+    attr = _onednn_attr(act)
+    if (attr is None and residual is None) or conv.padding_mode != "zeros" or isinstance(conv.padding, str) \
+            or not onednn_enabled(conv, x, residual):
+        return _finish(conv(x), act, residual)
+    geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+    if residual is not None:
+        unary, algorithm = (None, None) if attr is None or attr[0] == "none" else (attr[0], attr[1] or None)
+        y = _CONV_BINARY(x, residual, conv.weight, conv.bias, *geometry, "add", None, unary, [], algorithm)
+        return y if attr is not None else act(y)
+    return _CONV(x, conv.weight, conv.bias, *geometry, attr[0], [], attr[1])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, keys and initialisation) whose inference on CPU runs
+    oneDNN's kernel (see the module docstring). (..., in_features) -> (..., out_features)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(self, x)
+
