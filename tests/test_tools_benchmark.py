@@ -57,14 +57,26 @@ def test_inference_and_train_step_json(bench, tmp_path):
 
     # Several configs are interleaved; ratios against the first; overrides after the configs apply to all.
     out = tmp_path / "two.json"
-    bench.main(["inference", "--config-file", TINY_CONFIG, MLLA_TINY_CONFIG, "model.num_top_queries=10",
-                "--input-sizes", "64", "--deploy", "on", "--warmup", "0", "--iters", "1", "--no-memory",
-                "--output", str(out)])
+    # (run as the README's speed-table command is run)
+    _run_tool(["inference", "--config-file", TINY_CONFIG, MLLA_TINY_CONFIG, "model.num_top_queries=10",
+               "--input-sizes", "64", "--deploy", "on", "--flops", "--threads", "2", "--warmup", "0", "--iters", "1",
+               "--no-memory", "--output", str(out)], cwd=tmp_path)
     data = json.loads(out.read_text())
     assert data["settings"]["opts"] == ["model.num_top_queries=10"]
     assert [r["config"] for r in data["rows"]] == ["rtdetr_tiny_synthetic", "mlla_rtdetr_tiny_synthetic"]
     assert data["baseline"] == "rtdetr_tiny_synthetic"  # the first model by default
     assert data["rows"][0]["time_vs_baseline"] == 1.0 and data["rows"][1]["time_vs_baseline"] > 0
+    # --flops: the GFLOPs of tools/analyze_model.py (eval model), ms per GFLOP and its ratio to the baseline's
+    from mlla_rtdetr.utils.config import build_model, load_config
+    from mlla_rtdetr.utils.flops import model_flops
+
+    base, mlla = data["rows"]
+    expected = model_flops(build_model(load_config(MLLA_TINY_CONFIG, ["model.num_top_queries=10"]), checkpoint=""), 64, 64)
+    assert mlla["gflops"] == pytest.approx(expected.gflops, rel=1e-6)
+    for r in (base, mlla):
+        assert r["ms_per_gflop"] == pytest.approx(r["per_image_ms"] / r["gflops"])
+    assert base["ms_per_gflop_vs_baseline"] == 1.0
+    assert mlla["ms_per_gflop_vs_baseline"] == pytest.approx(mlla["ms_per_gflop"] / base["ms_per_gflop"], rel=1e-3)
 
     # Mixed precision: bf16 autocast on the CPU is a variant of its own (loss scaling only for fp16).
     out = tmp_path / "train.json"
@@ -169,8 +181,10 @@ def test_official_targets_match_the_official_format():
 def test_encoder_scaling_and_attention_json(bench, tmp_path):
     out = tmp_path / "enc.json"
     bench.main(["encoder-scaling", "--config-file", TINY_CONFIG, "--input-sizes", "64", "128",
-                "--levels", "2", "1,2", "--warmup", "0", "--iters", "1", "--no-memory", "--output", str(out)])
+                "--levels", "2", "1,2", "--channels-last", "on", "--warmup", "0", "--iters", "1", "--no-memory",
+                "--output", str(out)])
     data = json.loads(out.read_text())
+    assert data["settings"]["channels_last"] == "on"
     rows = {(r["attention"], r["levels"], r["input_size"]): r for r in data["rows"]}
     assert len(rows) == 8
     # tokens: S5 of a 64 px image is 2x2; S4 4x4

@@ -13,9 +13,10 @@ extra memory of one call beyond the model and inputs already in memory.
 Modes::
 
   inference        latency / throughput of model.forward_raw for batch sizes x input sizes, with and
-                   without RepVGG deploy(), channels-last, torch.compile, autocast fp16 / bf16
-                   (--precision), and in onnxruntime (--onnxruntime: the model exported to ONNX as
-                   tools/export_onnx.py does, run by an onnxruntime CPU session).
+                   without deploy() (the inference form), channels-last, torch.compile, autocast
+                   fp16 / bf16 (--precision), and in onnxruntime (--onnxruntime: the model exported to
+                   ONNX as tools/export_onnx.py does, run by an onnxruntime CPU session); --flops adds
+                   GFLOPs and ms per GFLOP.
   train-step       time of one optimizer step (forward with random targets, loss, backward, AdamW
                    step; autocast and loss scaling with --precision fp16 / bf16).
   encoder-scaling  softmax AIFI vs MLLA intra-scale blocks at several input sizes, on S5 only
@@ -51,7 +52,7 @@ from typing import Any, Dict, List
 
 import torch
 
-from mlla_rtdetr.utils.bench_cases import build_case
+from mlla_rtdetr.utils.bench_cases import build_case, detector_gflops
 from mlla_rtdetr.utils.memprobe import run_in_subprocess
 from mlla_rtdetr.utils.report import environment, markdown_table, ratio, write_json
 from mlla_rtdetr.utils.timing import measure, measure_interleaved, measure_peak_memory
@@ -213,10 +214,14 @@ def mode_inference(args, train: bool = False) -> Dict[str, Any]:
         ref = base_rows.get(same_variant(row)) or plain.get((baseline, row["input_size"], row["batch_size"]))
         row["time_vs_baseline"] = ratio(row["median_ms"], ref["median_ms"]) if ref else None
         row["baseline_variant"] = {k: ref[k] for k in VARIANT_KEYS} if ref else None
+    flops = getattr(args, "flops", False)
+    if flops:
+        add_flops(rows, entries, args, baseline, same_variant)
     varying = [k for k in VARIANT_KEYS if len({r[k] for r in rows}) > 1]
     cols = (["config"] if len(entries) > 1 else []) + ["input_size", "batch_size"] + varying + [
         "median_ms", "min_ms", "per_image_ms", "throughput_img_s"] + (
         ["speedup_vs_plain"] if varying else []) + (["time_vs_baseline"] if len(entries) > 1 else []) + (
+        ["gflops", "ms_per_gflop"] + (["ms_per_gflop_vs_baseline"] if len(entries) > 1 else []) if flops else []) + (
         ["peak_mem_mb"] if args.memory else [])
     title = "Training step (forward + loss + backward + AdamW step)" if train else "Inference (forward_raw)"
     if len(entries) > 1:
@@ -227,13 +232,35 @@ def mode_inference(args, train: bool = False) -> Dict[str, Any]:
     return {"rows": rows, "baseline": baseline, "tables": [(title, markdown_table(rows, cols))]}
 
 
+def add_flops(rows, entries, args, baseline: str, same_variant) -> None:
+    """GFLOPs per image of every model and size (counted once, on the eval-mode model as
+    ``tools/analyze_model.py`` does), the cost per GFLOP of every row (``per_image_ms / gflops``) and
+    its ratio to the baseline model's in the same variant: how efficiently each architecture turns
+    its arithmetic into speed."""
+    gflops = {}
+    for entry, size in itertools.product(entries, args.input_sizes):
+        log(f"{entry['name']}: counting GFLOPs at {size}")
+        spec = base_spec(args, "inference", input_size=size, batch_size=1, checkpoint=args.checkpoint or "")
+        spec.pop("config_file", None)
+        spec.pop("overrides", None)
+        spec.update(entry["spec"])
+        gflops[(entry["name"], size)] = detector_gflops(spec)
+    for r in rows:
+        r["gflops"] = gflops[(r["config"], r["input_size"])]
+        r["ms_per_gflop"] = r["per_image_ms"] / r["gflops"] if r["gflops"] else None
+    base_rows = {same_variant(r): r for r in rows if r["config"] == baseline}
+    for r in rows:
+        ref = base_rows.get(same_variant(r))
+        r["ms_per_gflop_vs_baseline"] = ratio(r["ms_per_gflop"], ref["ms_per_gflop"]) if ref else None
+
+
 def mode_encoder_scaling(args) -> Dict[str, Any]:
     kind = "encoder_blocks" if args.scope == "blocks" else "encoder"
     rows = []
     for g, levels in enumerate(args.levels):  # every size and attention of one level set is interleaved
         combos = list(itertools.product(args.attentions, args.input_sizes))
         specs = [base_spec(args, kind, input_size=size, batch_size=args.batch_size, attention=attn,
-                           use_encoder_idx=levels) for attn, size in combos]
+                           use_encoder_idx=levels, channels_last=args.channels_last == "on") for attn, size in combos]
         labels = [f"[{g + 1}/{len(args.levels)}] {kind} {attn} {level_name(levels)} size={size}" for attn, size in combos]
         for (attn, size), row in zip(combos, run_group(specs, labels, args)):
             rows.append({"attention": attn, "levels": level_name(levels), "input_size": size, **row})
@@ -387,13 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input-sizes", type=int, nargs="+", default=[640])
         p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
         p.add_argument("--deploy", choices=["off", "on", "both"], default="both" if name == "inference" else "off",
-                       help="RepVGG deploy() folding")
+                       help="model.deploy(), the inference form of demo and evaluation: RepVGG and BatchNorm "
+                            "folding, channels-last, fused CPU kernels")
         p.add_argument("--channels-last", choices=["off", "on", "both"], default="off")
         p.add_argument("--compile", choices=["off", "on", "both"], default="off",
                        help="torch.compile the forward (needs a C++ compiler on CPU; slow to start)")
         p.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "bf16"], default=["fp32"],
                        help="fp32, or torch.autocast to fp16 / bf16 (each one a variant)")
         if name == "inference":
+            p.add_argument("--flops", action="store_true",
+                           help="also count each model's GFLOPs per image (as tools/analyze_model.py) and report "
+                                "ms per GFLOP, and its ratio to the baseline model's")
             p.add_argument("--onnxruntime", choices=["off", "on", "both"], default="off",
                            help="also (both) or only (on) time the model exported to ONNX (as tools/export_onnx.py "
                                 "does) in an onnxruntime CPU session with --threads threads")
@@ -417,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attentions", nargs="+", default=["softmax", "mlla"])
     p.add_argument("--scope", choices=["blocks", "encoder"], default="blocks",
                    help="time the intra-scale blocks only (the attention part) or the whole hybrid encoder")
+    p.add_argument("--channels-last", choices=["off", "on"], default="off",
+                   help="feed the maps in channels-last memory, as a deploy()-ed model does")
     p.add_argument("--batch-size", type=int, default=1)
     memory(p)
     common(p, warmup=2, iters=5)

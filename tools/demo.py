@@ -47,9 +47,7 @@ class Predictor:
         from torchvision import tv_tensors
 
         self._tv_tensors = tv_tensors
-        self.model = build_model(cfg, checkpoint=checkpoint, device=device).eval()
-        if hasattr(self.model, "deploy"):  # the inference form: same outputs, faster
-            self.model.deploy()
+        self.model = build_model(cfg, checkpoint=checkpoint, device=device, deploy=True)
         self.device = device
         mapper_cfg = cfg.get("dataloader", {}).get("test", {}).get("mapper") if "dataloader" in cfg else None
         if input_size is None and mapper_cfg is not None:

@@ -107,7 +107,7 @@ def draw_validation_images(cfg, checkpoint: str, out_dir: str, num: int, score_t
     meta = MetadataCatalog.get(dataset_name if isinstance(dataset_name, str) else dataset_name[0])
     class_names = list(getattr(meta, "thing_classes", [])) or None
     mapper = instantiate(cfg.dataloader.test.mapper)
-    model = build_model(cfg, checkpoint=checkpoint, device="cpu", use_ema=use_ema).eval()
+    model = build_model(cfg, checkpoint=checkpoint, device="cpu", use_ema=use_ema, deploy=True)
     paths = []
     with torch.no_grad():
         outputs = model([mapper(d) for d in dicts])

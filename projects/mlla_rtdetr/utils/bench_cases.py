@@ -16,7 +16,8 @@ Kinds:
   sum, backward (scaled for fp16), AdamW step.
 * ``encoder_blocks`` the intra-scale blocks of the hybrid encoder alone (the attention part), on
   the projected maps of an ``input_size`` image: ``attention`` and ``use_encoder_idx`` override
-  the config's.
+  the config's; ``channels_last`` feeds the maps in channels-last memory (as ``deploy()``-ed
+  models do).
 * ``encoder`` the whole hybrid encoder (input projections, intra-scale blocks, CCFF) on backbone-
   shaped random maps.
 * ``attention``  one attention layer over ``tokens`` tokens of width ``dim``: ``mlla`` (MLLA linear
@@ -94,6 +95,15 @@ def _detector(spec, device: str, train: bool = False) -> nn.Module:
                                _hw(spec["input_size"]), with_criterion=train)
         return model.to(device)
     return build_model(_load(spec), checkpoint=spec.get("checkpoint", ""), device=device)
+
+
+def detector_gflops(spec: Dict[str, Any]) -> float:
+    """GFLOPs per image of the detector of ``spec`` (ours or official) at ``spec["input_size"]``,
+    counted as ``tools/analyze_model.py`` does (fvcore on ``forward_raw`` in eval mode, 2 x MACs)."""
+    from .flops import model_flops
+
+    model = _detector(spec, "cpu").eval()
+    return model_flops(model, *_hw(spec["input_size"])).gflops
 
 
 def _autocast(spec, device: str):
@@ -256,6 +266,8 @@ def _encoder(spec, blocks_only: bool) -> Case:
     encoder.train(bool(spec.get("train", False)))
     b = int(spec.get("batch_size", 1))
     feats = _encoder_feats(encoder, b, size, device, projected=blocks_only)
+    if spec.get("channels_last"):  # the layout of deploy()-ed models
+        feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
     tokens = sum(feats[i].shape[-2] * feats[i].shape[-1] for i in encoder.use_encoder_idx)
     grad = bool(spec.get("train", False))
 

@@ -40,9 +40,14 @@ def load_config(config_file: str, overrides: Sequence[str] = ()):
     return cfg
 
 
-def build_model(cfg, checkpoint: Optional[str] = None, device: str = "cpu", use_ema: bool = True) -> torch.nn.Module:
+def build_model(cfg, checkpoint: Optional[str] = None, device: str = "cpu", use_ema: bool = True,
+                deploy: bool = False) -> torch.nn.Module:
     """Instantiate ``cfg.model`` on ``device`` and load ``checkpoint`` (or ``cfg.train.init_checkpoint``
-    when ``checkpoint`` is ``None``; an empty string means: keep the random initialization)."""
+    when ``checkpoint`` is ``None``; an empty string means: keep the random initialization).
+
+    ``deploy=True`` returns the model's inference form (``model.deploy()``: eval mode, folded
+    RepVGG / BatchNorms, channels-last), the fast path of every inference tool.
+    """
     if "model" not in cfg:
         raise KeyError("The config defines no `model`; pass a recipe or a model config.")
     seed = int(cfg.train.get("seed", 0)) if "train" in cfg else 0
@@ -53,6 +58,10 @@ def build_model(cfg, checkpoint: Optional[str] = None, device: str = "cpu", use_
     if checkpoint:
         load_weights(model, checkpoint, use_ema=use_ema)
     model.to(torch.device(device))
+    if deploy:
+        model.eval()
+        if hasattr(model, "deploy"):
+            model.deploy()
     return model
 
 

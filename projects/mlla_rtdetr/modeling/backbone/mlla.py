@@ -24,8 +24,8 @@ import torch.utils.checkpoint as activation_checkpoint
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
-from ..layers import (ConvNormAct, MLLABlock, as_memory_format_of, init_mlla_weights, map_to_tokens,
-                      tokens_to_map)
+from ..layers import (ConvNormAct, MLLABlock, as_memory_format_of, conv_norm_residual, init_mlla_weights,
+                      map_to_tokens, tokens_to_map)
 
 __all__ = [
     "MLLA_VARIANTS",
@@ -82,7 +82,7 @@ class Stem(nn.Module):
         if h % p or w % p:
             x = F.pad(x, (0, (-w) % p, 0, (-h) % p))
         x = self.conv1(x)
-        x = self.conv2(x) + x
+        x = conv_norm_residual(self.conv2[1], self.conv2[0](x), x)  # conv2(x) + x
         x = self.conv3(x)
         hw = (x.shape[2], x.shape[3])
         return map_to_tokens(x), hw

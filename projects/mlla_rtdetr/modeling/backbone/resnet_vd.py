@@ -16,7 +16,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 from torch import nn
 
-from ..layers import ConvNormAct, conv2d, freeze_batch_norm, get_activation
+from ..layers import ConvNormAct, conv_norm_residual, freeze_batch_norm, get_activation
 
 __all__ = ["PResNet", "RESNET_VD_BLOCKS"]
 
@@ -40,13 +40,6 @@ def _shortcut(ch_in: int, ch_out: int, stride: int, variant: str, norm: str) -> 
     return ConvNormAct(ch_in, ch_out, 1, stride, norm=norm)
 
 
-def _last_conv_add_act(last: ConvNormAct, x: torch.Tensor, short: torch.Tensor, act: nn.Module) -> torch.Tensor:
-    """``act(last(x) + short)``; one fused kernel at inference once the norm is folded."""
-    if isinstance(last.norm, nn.Identity):
-        return conv2d(last.conv, x, act, residual=short)
-    return act(last(x) + short)
-
-
 class BasicBlock(nn.Module):
     """Two 3x3 convs plus shortcut (ResNet-18/34). (B, ch_in, H, W) -> (B, ch_out, H/s, W/s)."""
 
@@ -63,7 +56,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         short = x if self.shortcut else self.short(x)
-        return _last_conv_add_act(self.branch2b, self.branch2a(x), short, self.act)
+        return conv_norm_residual(self.branch2b, self.branch2a(x), short, self.act)
 
 
 class BottleNeck(nn.Module):
@@ -86,7 +79,7 @@ class BottleNeck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         short = x if self.shortcut else self.short(x)
-        return _last_conv_add_act(self.branch2c, self.branch2b(self.branch2a(x)), short, self.act)
+        return conv_norm_residual(self.branch2c, self.branch2b(self.branch2a(x)), short, self.act)
 
 
 class Blocks(nn.Module):

@@ -13,8 +13,8 @@
 * :mod:`.registry` - :class:`Registry`, fvcore's registry with names chosen at registration.
 """
 from .activation import get_activation
-from .conv import ConvNormAct, fold_conv_norms
-from .fused import Linear, conv2d, linear, onednn_enabled
+from .conv import ConvNormAct, conv_norm_residual, fold_conv_norms
+from .fused import Linear, conv2d, linear, onednn_enabled, onednn_kernels
 from .mlla import (
     LinearAttention,
     MLLABlock,

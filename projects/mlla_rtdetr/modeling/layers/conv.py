@@ -13,7 +13,7 @@ from .activation import ActLike, get_activation
 from .fused import conv2d
 from .norm import get_norm
 
-__all__ = ["ConvNormAct", "fold_conv_norms"]
+__all__ = ["ConvNormAct", "conv_norm_residual", "fold_conv_norms"]
 
 
 class ConvNormAct(nn.Module):
@@ -40,6 +40,16 @@ class ConvNormAct(nn.Module):
         if isinstance(self.norm, nn.Identity):  # no norm, or folded by fold_conv_norms: fuse the act
             return conv2d(self.conv, x, self.act)
         return self.act(self.norm(self.conv(x)))
+
+
+def conv_norm_residual(layer: ConvNormAct, x: torch.Tensor, residual: torch.Tensor,
+                       act: Optional[nn.Module] = None) -> torch.Tensor:
+    """``act(layer(x) + residual)`` for a :class:`ConvNormAct` without an activation of its own (the
+    last conv of a residual branch); one fused kernel at inference once its norm is folded."""
+    if isinstance(layer.norm, nn.Identity):
+        return conv2d(layer.conv, x, act, residual=residual)
+    y = layer(x) + residual
+    return y if act is None else act(y)
 
 
 _FOLDABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)

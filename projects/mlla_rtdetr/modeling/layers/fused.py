@@ -13,13 +13,15 @@ The activations fused are ReLU, exact GELU and SiLU; any other is applied afterw
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import contextlib
+import os
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Linear", "linear", "conv2d", "onednn_enabled"]
+__all__ = ["Linear", "linear", "conv2d", "onednn_enabled", "onednn_kernels"]
 
 _HAS_ONEDNN = (
     torch.backends.mkldnn.is_available()
@@ -47,17 +49,40 @@ def _onednn_attr(act: Optional[nn.Module]):
     return None
 
 
+_ENABLED = os.environ.get("MLLA_RTDETR_ONEDNN", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+@contextlib.contextmanager
+def onednn_kernels(enabled: bool = True) -> Iterator[None]:
+    """Within the block, use (``True``) or do not use (``False``) the oneDNN kernels of this module."""
+    global _ENABLED
+    previous, _ENABLED = _ENABLED, bool(enabled)
+    try:
+        yield
+    finally:
+        _ENABLED = previous
+
+
+def _onednn_eligible(x: torch.Tensor) -> bool:
+    if not (_HAS_ONEDNN and _ENABLED) or torch.jit.is_tracing() or torch.jit.is_scripting() \
+            or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return False
+    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+        return False
+    return x.numel() > 0
+
+
+def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def onednn_enabled(layer: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> bool:
-    """True when :func:`linear` / :func:`conv2d` use the oneDNN kernels for ``layer`` on ``x``."""
-    if not _HAS_ONEDNN or layer.training or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
+    """True when :func:`linear` / :func:`conv2d` use the fused inference kernels for ``layer`` on ``x``."""
+    if layer.training or not _onednn_eligible(x):
         return False
     if residual is not None and (residual.device != x.device or residual.dtype != x.dtype):
         return False
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters())
-                                    or (residual is not None and residual.requires_grad)):
-        return False
-    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-                or torch.onnx.is_in_onnx_export())
+    return not _needs_grad(x, residual, *layer.parameters())
 
 
 def _finish(y: torch.Tensor, act: Optional[nn.Module], residual: Optional[torch.Tensor]) -> torch.Tensor:
@@ -93,10 +118,10 @@ def conv2d(conv: nn.Conv2d, x: torch.Tensor, act: Optional[nn.Module] = None,
             or not onednn_enabled(conv, x, residual):
         return _finish(conv(x), act, residual)
     geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-    if residual is not None:
-        unary, algorithm = (None, None) if attr is None or attr[0] == "none" else (attr[0], attr[1] or None)
-        y = _CONV_BINARY(x, residual, conv.weight, conv.bias, *geometry, "add", None, unary, [], algorithm)
-        return y if attr is not None else act(y)
+    if residual is not None:  # oneDNN fuses only ReLU after the residual add
+        relu = attr is not None and attr[0] == "relu"
+        y = _CONV_BINARY(x, residual, conv.weight, conv.bias, *geometry, "add", None, "relu" if relu else None, [], None)
+        return y if relu or act is None else act(y)
     return _CONV(x, conv.weight, conv.bias, *geometry, attr[0], [], attr[1])
 
 

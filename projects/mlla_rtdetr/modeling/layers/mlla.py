@@ -235,9 +235,10 @@ class LinearAttention(nn.Module):
         n = x.shape[1]
         if n != hw[0] * hw[1]:
             raise ValueError(f"{n} tokens do not match the feature size {tuple(hw)}.")
+        qk = self.qk(x)
         # The kernel products and the normalizer are done in float32 even under autocast.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            qk = self.qk(x).float()
+            qk = qk.float()
             qk = elu_plus_one(qk, inplace=not torch.is_grad_enabled()).unflatten(-1, (2, self.dim))  # q, k
             q, k = qk.unbind(2)
             q_rope, k_rope = self.rope(qk, hw).unbind(2)  # one rotation pass for both

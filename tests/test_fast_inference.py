@@ -1,0 +1,212 @@
+"""The fast paths: oneDNN kernels (layers.fused), BatchNorm folding, channels-last deploy(), the
+MLLA block's fused form. Each is checked against the plain PyTorch reference (within 1e-4 or
+tighter), and the inference entry points (deploy, evaluation, tools' build_model) are checked to
+take the fast path. Speed itself is measured by tools/benchmark.py, not here."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from mlla_rtdetr.config import config_path
+from mlla_rtdetr.engine.evaluation import inference_copy
+from mlla_rtdetr.modeling.layers import (
+    ConvNormAct,
+    Linear,
+    MLLABlock,
+    conv2d,
+    fold_conv_norms,
+    init_mlla_weights,
+    linear,
+    map_to_tokens,
+    onednn_enabled,
+    onednn_kernels,
+    tokens_to_map,
+)
+from mlla_rtdetr.modeling.layers.mlla import elu_plus_one
+from mlla_rtdetr.utils.config import build_model, load_config
+
+ACTS = [None, nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardsigmoid()]  # the last one is applied unfused
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: type(a).__name__)
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_fused_linear_equals_plain(act, with_residual):
+    torch.manual_seed(0)
+    layer = Linear(24, 40).eval()
+    x = torch.randn(2, 50, 24)
+    residual = torch.randn(2, 50, 40) if with_residual else None
+    with torch.no_grad():
+        assert onednn_enabled(layer, x, residual)
+        got = linear(layer, x, act, residual)
+        with onednn_kernels(False):
+            assert not onednn_enabled(layer, x, residual)
+            ref = linear(layer, x, act, residual)
+    expected = F.linear(x, layer.weight, layer.bias) + (residual if with_residual else 0)
+    expected = act(expected) if act is not None else expected
+    torch.testing.assert_close(ref, expected, rtol=0, atol=0)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: type(a).__name__)
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("groups,stride", [(1, 1), (1, 2), (16, 1)])
+def test_fused_conv_equals_plain(act, with_residual, groups, stride):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 3, stride, padding=1, groups=groups).eval()
+    x = torch.randn(2, 16, 20, 20).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, 16, 20 // stride, 20 // stride) if with_residual else None
+    with torch.no_grad():
+        got = conv2d(conv, x, act, residual)
+        expected = conv(x) + (residual if with_residual else 0)
+        expected = act(expected) if act is not None else expected
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_onednn_dispatch_rules():
+    layer = Linear(8, 8)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        assert not onednn_enabled(layer, x)  # training mode: the plain ops (official rounding)
+        layer.eval()
+        assert onednn_enabled(layer, x)
+        assert not onednn_enabled(layer, x.double())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not onednn_enabled(layer, x)
+    assert not onednn_enabled(layer, x)  # gradients flow to the weights: the autograd path instead
+    traced = []
+    layer.forward = lambda t: traced.append(onednn_enabled(layer, t)) or F.linear(t, layer.weight, layer.bias)
+    with torch.no_grad():
+        torch.jit.trace(layer, x, check_trace=False)
+    assert traced == [False]
+
+
+def test_elu_plus_one_value_and_gradient():
+    x = torch.cat([torch.randn(1000, dtype=torch.float64) * 4, torch.zeros(3, dtype=torch.float64)])
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (F.elu(a) + 1).sum().backward()
+    got = elu_plus_one(b)
+    got.sum().backward()
+    torch.testing.assert_close(got, F.elu(x) + 1, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b.grad, a.grad, rtol=1e-12, atol=1e-12)
+    inplace = x.clone()
+    assert elu_plus_one(inplace, inplace=True).data_ptr() == inplace.data_ptr()
+    torch.testing.assert_close(inplace, F.elu(x) + 1, rtol=1e-12, atol=1e-12)
+
+
+def test_tokens_to_map_is_a_true_channels_last_view_for_batch_one():
+    x = torch.randn(1, 12 * 10, 8)
+    m = tokens_to_map(x, (12, 10))
+    assert m.data_ptr() == x.data_ptr() and m.shape == (1, 8, 12, 10)
+    assert m.stride() == (12 * 10 * 8, 1, 10 * 8, 8)
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    with torch.no_grad():
+        assert conv(m).is_contiguous(memory_format=torch.channels_last)  # no NCHW fallback
+    assert torch.equal(map_to_tokens(m), x)
+
+
+@pytest.mark.parametrize("norm", ["BN", "FrozenBN"])
+def test_fold_conv_norms(norm):
+    torch.manual_seed(0)
+    block = nn.Sequential(ConvNormAct(6, 12, 3, 2, norm=norm, act="silu"), ConvNormAct(12, 12, 1, bias=True, norm=norm))
+    for m in block.modules():
+        if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-1, 1)
+    x = torch.randn(2, 6, 16, 16)
+    block.eval()
+    with torch.no_grad():
+        ref = block(x)
+        assert fold_conv_norms(block) == 2
+        got = block(x)
+    assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in block.modules())
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        fold_conv_norms(ConvNormAct(3, 4, 3).train())
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (5, 7)])
+def test_mlla_block_fused_inference_equals_reference(hw):
+    torch.manual_seed(0)
+    block = MLLABlock(32, 2, drop_path=0.1)
+    block.apply(init_mlla_weights)
+    for p in block.parameters():  # non-trivial biases / LayerNorm affines
+        p.data.add_(0.02 * torch.randn_like(p))
+    block.eval()
+    x = torch.randn(2, hw[0] * hw[1], 32)
+    with torch.no_grad():
+        got = block(x, hw)
+        with onednn_kernels(False):
+            ref = block(x, hw)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # training (drop path off) runs the plain PyTorch ops whatever the switch: bit-identical gradients
+    block.train()
+    block.drop_path = nn.Identity()
+    grads = []
+    for enabled in (True, False):
+        with onednn_kernels(enabled):
+            xi = x.clone().requires_grad_()
+            out = block(xi, hw)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append([xi.grad] + [p.grad.clone() for p in block.parameters()])
+        block.zero_grad()
+    for g, r in zip(*grads):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
+
+
+def _encoder_maps(model, x):
+    images = x.contiguous(memory_format=torch.channels_last) if model.channels_last else x
+    feats = model.backbone(images)
+    return model.encoder([feats[f] for f in model.in_features])
+
+
+@pytest.mark.parametrize("recipe", ["rtdetr_tiny_synthetic.py", "mlla_rtdetr_tiny_synthetic.py"])
+def test_deploy_is_the_fast_form_with_the_same_outputs(recipe):
+    cfg = load_config(str(config_path(recipe)))
+    torch.manual_seed(0)
+    model = build_model(cfg, checkpoint="").eval()
+    for m in model.modules():  # trained-like BatchNorm statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad(), onednn_kernels(False):
+        ref_maps = _encoder_maps(model, x)
+        ref = model.forward_raw(x)
+    deployed = copy.deepcopy(model).deploy()
+    assert not deployed.training and deployed.channels_last
+    assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in deployed.modules())
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in deployed.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))
+    with torch.no_grad():
+        maps = _encoder_maps(deployed, x)
+        out = deployed.forward_raw(x)
+    for a, b in zip(maps, ref_maps):
+        assert a.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out["pred_logits"], ref["pred_logits"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out["pred_boxes"], ref["pred_boxes"], rtol=1e-4, atol=1e-4)
+
+
+def test_inference_entry_points_use_the_deployed_model():
+    cfg = load_config(str(config_path("rtdetr_tiny_synthetic.py")))
+    model = build_model(cfg, checkpoint="").train()
+    copy_ = inference_copy(model)
+    assert copy_ is not model and model.training and not model.channels_last  # the original is untouched
+    assert copy_.channels_last and not copy_.training
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in copy_.modules())
+    tool_model = build_model(cfg, checkpoint="", deploy=True)  # tools/demo.py and tools/run_demo.py
+    assert tool_model.channels_last and not any(isinstance(m, nn.BatchNorm2d) for m in tool_model.modules())
