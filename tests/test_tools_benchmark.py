@@ -180,9 +180,9 @@ def test_official_targets_match_the_official_format():
 
 def test_encoder_scaling_and_attention_json(bench, tmp_path):
     out = tmp_path / "enc.json"
-    bench.main(["encoder-scaling", "--config-file", TINY_CONFIG, "--input-sizes", "64", "128",
-                "--levels", "2", "1,2", "--channels-last", "on", "--warmup", "0", "--iters", "1", "--no-memory",
-                "--output", str(out)])
+    _run_tool(["encoder-scaling", "--config-file", TINY_CONFIG, "--input-sizes", "64", "128",
+               "--levels", "2", "1,2", "--channels-last", "on", "--threads", "2", "--warmup", "0", "--iters", "1",
+               "--no-memory", "--output", str(out)], cwd=tmp_path)
     data = json.loads(out.read_text())
     assert data["settings"]["channels_last"] == "on"
     rows = {(r["attention"], r["levels"], r["input_size"]): r for r in data["rows"]}
