@@ -54,7 +54,8 @@ def test_num_points_wrong_length_message_names_levels():
     assert "2 entries" in str(e.value) and "num_levels=3" in str(e.value) and "[1, 1, 1]" in str(e.value)
     with pytest.raises(ConfigError, match="v1"):
         tiny_decoder(version="v1", num_points=OmegaConf.create([2, 3, 4]))
-    assert tiny_decoder(version="v1", num_points=OmegaConf.create([4, 4, 4])).decoder.layers[0].cross_attn.num_points_list == [4] * 3
+    v1 = tiny_decoder(version="v1", num_points=OmegaConf.create([4, 4, 4]))
+    assert v1.decoder.layers[0].cross_attn.num_points_list == [4, 4, 4]
     with pytest.raises(ConfigError, match="cross_attn_method"):
         tiny_decoder(cross_attn_method="nearest")
 
@@ -239,3 +240,43 @@ def test_unreachable_checkpoint_url_is_a_clear_error(monkeypatch):
         load_init_checkpoint(torch.nn.Linear(1, 1), cfg.train.init_checkpoint)
     assert "Network is unreachable" in str(e.value)
     assert "train.init_checkpoint=/path/to/rtdetrv2_r18vd_120e_coco.pth" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_train_net_with_per_level_points_and_discrete_sampling(tmp_path):
+    """A recipe trained and evaluated by tools/train_net.py with both variants set by overrides."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "tools/train_net.py", "--config-file", TINY,
+         "model.decoder.num_points=[1,2,3]", "model.decoder.cross_attn_method=discrete",
+         "dataloader.train.num_workers=0", "dataloader.train.stop_aug_epoch=0",
+         "dataloader.train.mapper.image_size=[128,128]", "dataloader.test.mapper.image_size=[128,128]",
+         "model.encoder.eval_spatial_size=[128,128]", "model.decoder.eval_spatial_size=[128,128]",
+         "train.max_iter=6", "train.eval_period=0", "train.checkpointer.period=0", f"train.output_dir={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    saved = LazyConfig.load(str(out / "config.yaml"))
+    assert list(saved.model.decoder.num_points) == [1, 2, 3] and saved.model.decoder.cross_attn_method == "discrete"
+    weights = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    assert weights["decoder.decoder.layers.0.cross_attn.sampling_offsets.weight"].shape == (4 * 6 * 2, 64)
+    assert (out / "eval_results.json").exists()
+
+
+@pytest.mark.slow
+def test_discrete_sampling_exports_to_onnx_without_grid_sample(tmp_path):
+    """What the dsp recipes are for: a graph without GridSample (dynamic batch, checked in onnxruntime)."""
+    import onnx
+
+    path = tmp_path / "dsp.onnx"
+    proc = subprocess.run(
+        [sys.executable, "tools/export_onnx.py", "--config-file", TINY, "--checkpoint", "", "--output", str(path),
+         "--input-size", "128", "--", "model.decoder.cross_attn_method=discrete",
+         "model.encoder.eval_spatial_size=[128,128]", "model.decoder.eval_spatial_size=[128,128]"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert '"passed": true' in proc.stdout
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "GridSample" not in ops and "Gather" in ops

@@ -81,7 +81,8 @@ def test_pipeline_recipe_is_the_official_one(pipeline):
     ops = {op["type"]: op for op in spec["train_ops"]}
     assert aug["photometric_p"] == ops["RandomPhotometricDistort"]["p"]
     assert aug["zoom_out_fill"] == ops["RandomZoomOut"]["fill"] and aug["zoom_out_p"] == 0.5
-    assert aug["iou_crop_p"] == ops["RandomIoUCrop"]["p"] and aug["min_box_size"] == ops["SanitizeBoundingBoxes"]["min_size"]
+    assert aug["iou_crop_p"] == ops["RandomIoUCrop"]["p"]
+    assert aug["min_box_size"] == ops["SanitizeBoundingBoxes"]["min_size"]
     assert loader.mapper.image_size == tuple(ops["Resize"]["size"]) == test_mapper.image_size
 
 

@@ -36,18 +36,19 @@ def per_level_num_points(num_points: Union[int, Sequence[int]], num_levels: int)
     if isinstance(num_points, SequenceABC) and not isinstance(num_points, (str, bytes)):
         counts = list(num_points)
         if len(counts) != num_levels:
+            example = [counts[0] if counts else 4] * num_levels
             raise ConfigError(
-                f"num_points {counts} has {len(counts)} entries but the decoder samples {num_levels} levels "
-                f"(num_levels={num_levels}); give one count per level, e.g. {[counts[0] if counts else 4] * num_levels}, "
-                "or a single int for all levels."
+                f"num_points {counts} has {len(counts)} entries but the decoder samples {num_levels} "
+                f"levels (num_levels={num_levels}); give one count per level, e.g. {example}, or a "
+                "single int for all levels."
             )
     else:
         counts = [num_points] * num_levels
     for n in counts:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ConfigError(
-                f"num_points must be a positive int or a list of {num_levels} positive ints (one per level), "
-                f"got {num_points!r}."
+                f"num_points must be a positive int or a list of {num_levels} positive ints (one per "
+                f"level), got {num_points!r}."
             )
     return [int(n) for n in counts]
 
