@@ -13,9 +13,9 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from omegaconf import OmegaConf
 
+from recipe_utils import load_recipe, recipe_without
 from rtdetr_model_utils import make_targets, random_feats, tiny_criterion, tiny_decoder
 
-from mlla_rtdetr.config import config_path
 from mlla_rtdetr.engine import apply_overrides
 from mlla_rtdetr.errors import ConfigError
 from mlla_rtdetr.modeling.decoder import MSDeformableAttention, deformable_attention_core, per_level_num_points
@@ -156,29 +156,14 @@ DSP_RECIPES = {
 }
 
 
-def _load(name):
-    return LazyConfig.load(str(config_path(name)))
-
-
-def _without(cfg, *paths):
-    d = OmegaConf.to_container(cfg, resolve=False)
-    for path in paths:
-        node = d
-        *parents, last = path.split(".")
-        for p in parents:
-            node = node[p]
-        node.pop(last)
-    return d
-
-
 @pytest.mark.parametrize("name", sorted(SP_RECIPES))
 def test_sp_recipes_differ_from_base_only_in_points(name):
     n = SP_RECIPES[name]
-    cfg, base = _load(name), _load("rtdetrv2_r18vd_120e_coco.py")
+    cfg, base = load_recipe(name), load_recipe("rtdetrv2_r18vd_120e_coco.py")
     assert list(cfg.model.decoder.num_points) == [n] * 3
     assert cfg.train.output_dir.endswith(name[:-3])
     # everything else is the base recipe (epochs 120, stop 117, groups, warm-up, EMA, no init checkpoint)
-    assert _without(cfg, "model.decoder.num_points", "train.output_dir") == _without(
+    assert recipe_without(cfg, "model.decoder.num_points", "train.output_dir") == recipe_without(
         base, "model.decoder.num_points", "train.output_dir"
     )
     model = instantiate(cfg.model)
@@ -190,13 +175,13 @@ def test_sp_recipes_differ_from_base_only_in_points(name):
 @pytest.mark.parametrize("name", sorted(DSP_RECIPES))
 def test_dsp_recipes_fine_tune_the_official_checkpoint(name):
     base_name, epochs, stop, ckpt = DSP_RECIPES[name]
-    cfg, base = _load(name), _load(base_name)
+    cfg, base = load_recipe(name), load_recipe(base_name)
     assert cfg.model.decoder.cross_attn_method == "discrete" and base.model.decoder.cross_attn_method == "default"
     assert cfg.train.epochs == epochs and cfg.dataloader.train.stop_aug_epoch == stop
     assert cfg.train.init_checkpoint == OFFICIAL + ckpt
     changed = ("model.decoder.cross_attn_method", "train.epochs", "dataloader.train.stop_aug_epoch",
                "train.init_checkpoint", "train.output_dir")
-    assert _without(cfg, *changed) == _without(base, *changed)
+    assert recipe_without(cfg, *changed) == recipe_without(base, *changed)
 
 
 def test_dsp_recipe_starts_from_an_official_checkpoint(tmp_path, parity_dir, monkeypatch):
@@ -215,7 +200,7 @@ def test_dsp_recipe_starts_from_an_official_checkpoint(tmp_path, parity_dir, mon
     fetched = []
     monkeypatch.setattr(PathManager, "get_local_path", lambda url, **kw: fetched.append(url) or str(local))
 
-    cfg = _load("rtdetrv2_r18vd_dsp_3x_coco.py")
+    cfg = load_recipe("rtdetrv2_r18vd_dsp_3x_coco.py")
     model = instantiate(cfg.model)
     ema = ModelEMA(model, cfg.train.model_ema.decay, cfg.train.model_ema.warmups)
     report = load_init_checkpoint(model, cfg.train.init_checkpoint, ema)
@@ -235,7 +220,7 @@ def test_unreachable_checkpoint_url_is_a_clear_error(monkeypatch):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(PathManager, "get_local_path", offline)
-    cfg = _load("rtdetrv2_r18vd_dsp_3x_coco.py")
+    cfg = load_recipe("rtdetrv2_r18vd_dsp_3x_coco.py")
     with pytest.raises(InitCheckpointError) as e:
         load_init_checkpoint(torch.nn.Linear(1, 1), cfg.train.init_checkpoint)
     assert "Network is unreachable" in str(e.value)
