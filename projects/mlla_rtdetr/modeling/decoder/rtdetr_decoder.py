@@ -409,9 +409,14 @@ class RTDETRTransformer(nn.Module):
         def gather(t):
             return t.gather(1, topk_ind.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
 
-        # the box head is row-wise: evaluating it on the selected tokens only saves ~N/Q of its cost
         topk_memory = gather(output_memory)
-        topk_coord_unact = self.enc_bbox_head(topk_memory) + anchors[0][topk_ind]  # anchors: (1, N, 4)
+        if self.training:
+            # on all N tokens as official: the weight gradients then sum the same rows in the same
+            # order (on the Q selected ones they differ by ulps, which Adam's first steps amplify)
+            topk_coord_unact = gather(self.enc_bbox_head(output_memory) + anchors)
+        else:
+            # the box head is row-wise: on the selected tokens only it gives the same boxes at ~Q/N of the cost
+            topk_coord_unact = self.enc_bbox_head(topk_memory) + anchors[0][topk_ind]  # anchors: (1, N, 4)
         enc_topk_bboxes, enc_topk_logits = None, None
         if self.training:
             enc_topk_bboxes = torch.sigmoid(topk_coord_unact)
