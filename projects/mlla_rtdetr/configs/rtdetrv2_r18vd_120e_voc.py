@@ -4,7 +4,9 @@ The ``rtdetrv2_r18vd_120e_coco.py`` recipe with 20 classes, trained on VOC 2007 
 (16,551 images, the official ``trainval.txt``) and evaluated with COCO box metrics on VOC 2007 test
 (4,952 images, the official ``test.txt``), as the official YAML; total batch 32. Everything else is
 the base recipe: 120 epochs, strong augmentation until epoch 117, no multi-scale, AdamW groups,
-warm-up, EMA; like the official YAML it starts from the ImageNet backbone, not from a COCO model.
+warm-up, EMA. The official YAML starts from the ImageNet backbone (not from a COCO model); as with
+the base recipe, pass it as ``train.init_checkpoint`` (converted by ``tools/convert_rtdetr_checkpoint.py
+--kind resnet_vd --prefix backbone.``).
 
 Data: detectron2's builtin ``voc_2007_trainval`` / ``voc_2012_trainval`` / ``voc_2007_test`` read
 ``$DETECTRON2_DATASETS/VOC2007`` and ``VOC2012`` (the VOCdevkit layout: ``Annotations/``,
