@@ -55,8 +55,11 @@ class BasicBlock(nn.Module):
         self.act = get_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # branch before shortcut: autograd sums the gradients of x's consumers in the reverse order
+        # of their creation, so this order keeps training bit-identical to the official blocks
+        out = self.branch2a(x)
         short = x if self.shortcut else self.short(x)
-        return conv_norm_residual(self.branch2b, self.branch2a(x), short, self.act)
+        return conv_norm_residual(self.branch2b, out, short, self.act)
 
 
 class BottleNeck(nn.Module):
@@ -78,8 +81,9 @@ class BottleNeck(nn.Module):
         self.act = get_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branch2b(self.branch2a(x))  # branch before shortcut: see BasicBlock.forward
         short = x if self.shortcut else self.short(x)
-        return conv_norm_residual(self.branch2c, self.branch2b(self.branch2a(x)), short, self.act)
+        return conv_norm_residual(self.branch2c, out, short, self.act)
 
 
 class Blocks(nn.Module):
