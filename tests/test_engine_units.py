@@ -12,6 +12,7 @@ from detectron2.solver import LRMultiplier
 
 from engine_utils import CLASSES, ToyDetector, ToyTrainLoader, register_toy, render, toy_config, toy_dicts
 from mlla_rtdetr.config import get_config
+from mlla_rtdetr.data import check_num_classes, prepare_datasets
 from mlla_rtdetr.engine import (
     ConfigError,
     InitCheckpointError,
@@ -20,7 +21,6 @@ from mlla_rtdetr.engine import (
     Trainer,
     UnknownConfigKeyError,
     apply_overrides,
-    check_num_classes,
     do_eval_only,
     do_test,
     do_train,
@@ -193,7 +193,8 @@ def test_train_checkpoints_eval_names_and_eval_only(tmp_path):
     for f in ("model_final.pth", "model_best.pth", "last_checkpoint", "config.yaml", "metrics.json"):
         assert f in files
     assert not [f for f in files if f.startswith(".tmp_")]
-    assert set(results) == {"bbox", "bbox_ema"}  # raw and EMA under distinct names
+    assert set(results) == {"bbox", "bbox_ema", "images", "images_ema"}  # raw and EMA under distinct names
+    assert results["images_ema"] == {"evaluated": 16, "skipped": 0}
     final = _state(os.path.join(out, "model_final.pth"))  # weights_only loadable
     assert {"model", "trainer", "ema"} <= set(final)
     assert final["trainer"]["iteration"] == 19 and final["ema"]["updates"] == 20
@@ -290,13 +291,16 @@ def test_init_checkpoint_shape_mismatch_table_and_key_report(tmp_path):
 
 
 def test_class_count_mismatch_names_each_source(tmp_path):
-    cfg = toy_config(str(tmp_path))
-    check_num_classes(cfg, ToyDetector(num_classes=len(CLASSES)))
-    with pytest.raises(ConfigError, match=r"model\.num_classes = 3(.|\n)*engine_toy_train' thing_classes \(train\) = 2"):
-        check_num_classes(cfg, ToyDetector(num_classes=3))
+    cfg = toy_config(str(tmp_path))  # datasets registered in Python
+    classes = {d.key: d.classes for d in prepare_datasets(cfg)}
+    assert classes == {"dataloader.train.dataset": CLASSES, "dataloader.test.dataset": CLASSES}
+    check_num_classes(cfg, classes, ToyDetector(num_classes=len(CLASSES)))
+    with pytest.raises(ConfigError, match=r"model\.num_classes=3, but dataloader.train.dataset and "
+                                          r"dataloader.test.dataset have 2 classes \(a, b\)"):
+        check_num_classes(cfg, classes, ToyDetector(num_classes=3))
     cfg.model.num_classes = 4
-    with pytest.raises(ConfigError, match="model.num_classes = 4"):
-        check_num_classes(cfg)
+    with pytest.raises(ConfigError, match="model.num_classes=4(.|\n)*override:\n  model.num_classes=2$"):
+        prepare_datasets(cfg)
 
 
 def test_init_checkpoint_detects_official_rtdetr_layout(tmp_path):

@@ -74,15 +74,16 @@ class Predictor:
 
 
 def class_names_of(cfg) -> Optional[List[str]]:
-    """``thing_classes`` of the config's test dataset, if it is registered with metadata."""
-    try:
-        import mlla_rtdetr.data  # noqa: F401  (registers the embedded datasets)
-        from detectron2.data import MetadataCatalog
+    """Class names of the config's dataset: recorded in a run's config.yaml, else read from the
+    dataset (a COCO json, VOC folder or data.yaml named by the config). None (labels show class
+    ids) for a model-only config or when the dataset cannot be read here."""
+    from mlla_rtdetr.data import config_class_names
+    from mlla_rtdetr.errors import UserError
 
-        names = cfg.dataloader.test.dataset.names
-        name = names if isinstance(names, str) else names[0]
-        return list(MetadataCatalog.get(name).thing_classes)
-    except Exception:  # model-only configs, unregistered datasets: fall back to class ids
+    try:
+        return config_class_names(cfg)
+    except UserError as e:
+        log(f"class names unavailable, labelling with class ids: {e}")
         return None
 
 

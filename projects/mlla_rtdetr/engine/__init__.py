@@ -15,7 +15,6 @@ from .defaults import (
     build_lr_multiplier,
     build_model,
     build_optimizer,
-    check_num_classes,
     do_eval_only,
     do_test,
     do_train,

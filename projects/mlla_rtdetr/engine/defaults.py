@@ -27,9 +27,12 @@ from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
+from pycocotools.cocoeval import COCOeval as PycocotoolsCOCOeval
 
+from ..data import check_num_classes, prepare_datasets
 from ..errors import ConfigError
 from .checkpoint import BestCheckpointer, Checkpointer, PeriodicCheckpointer, load_init_checkpoint
+from .data_faults import BadImageHook
 from .ema import EMAHook, ModelEMA, unwrap_model
 from .evaluation import FastCOCOEvaluator, evaluate_model, faster_cocoeval, has_faster_coco_eval
 from mlla_rtdetr.launch.distributed import launch  # joins torchrun groups, else spawns
@@ -46,7 +49,6 @@ __all__ = [
     "load_config",
     "setup_process",
     "resolve_training_length",
-    "check_num_classes",
     "build_model",
     "build_optimizer",
     "build_lr_multiplier",
@@ -155,55 +157,6 @@ def resolve_training_length(cfg: DictConfig, iters_per_epoch: Optional[int]) -> 
 
 
 # ----------------------------------------------------------------------------- builders
-def _dataset_names(cfg: DictConfig, split: str):
-    try:
-        names = cfg.dataloader[split].dataset.names
-    except Exception:
-        return []
-    if names is None:
-        return []
-    return [names] if isinstance(names, str) else list(names)
-
-
-def check_num_classes(cfg: DictConfig, model: Optional[torch.nn.Module] = None) -> None:
-    """Model, criterion and dataset metadata must agree on the number of classes.
-
-    Checked on the config before building anything (fast, readable) and on the built model.
-    Raises :class:`ConfigError` that lists each source with its value.
-    """
-    from detectron2.data import MetadataCatalog
-
-    counts: "OrderedDict[str, int]" = OrderedDict()
-    if model is not None:
-        m = unwrap_model(model)
-        if hasattr(m, "num_classes"):
-            counts["model.num_classes"] = int(m.num_classes)
-        for sub in ("criterion", "decoder"):
-            if hasattr(getattr(m, sub, None), "num_classes"):
-                counts[f"model.{sub}.num_classes"] = int(getattr(m, sub).num_classes)
-    else:
-        for key in ("model.num_classes", "model.criterion.num_classes", "model.decoder.num_classes"):
-            value = OmegaConf.select(cfg, key, default=None)
-            if isinstance(value, int):
-                counts[key] = value
-    for split in ("train", "test"):
-        for name in _dataset_names(cfg, split):
-            meta = MetadataCatalog.get(name)
-            if not hasattr(meta, "thing_classes"):
-                from mlla_rtdetr.data import dataset_num_classes
-
-                counts[f"dataset '{name}' thing_classes ({split})"] = dataset_num_classes(name)
-            else:
-                counts[f"dataset '{name}' thing_classes ({split})"] = len(meta.thing_classes)
-    if len(set(counts.values())) > 1:
-        detail = "\n  ".join(f"{k} = {v}" for k, v in counts.items())
-        raise ConfigError(
-            "The number of classes of the model, its criterion and the dataset metadata disagree:\n  "
-            f"{detail}\nSet model.num_classes (and model.criterion.num_classes / "
-            "model.decoder.num_classes) to the dataset's number of classes."
-        )
-
-
 def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     # Same seed on every rank, right before construction: identical init whatever ran before.
     seed_all_rng(int(cfg.train.seed))
@@ -245,11 +198,14 @@ def build_lr_multiplier(cfg: DictConfig, length: TrainingLength):
 
 
 def _as_fast_coco(evaluator):
-    """Give a plain detectron2 COCOEvaluator the faster-coco-eval backend (same state)."""
-    if type(evaluator) is COCOEvaluator and has_faster_coco_eval():
+    """Make a plain detectron2 COCOEvaluator a FastCOCOEvaluator (same state): faster-coco-eval
+    when installed, and the count of evaluated images in the results."""
+    if type(evaluator) is COCOEvaluator:
         evaluator.__class__ = FastCOCOEvaluator
-        evaluator.backend = "faster_coco_eval"
-        evaluator._cocoeval_fn = faster_cocoeval
+        if has_faster_coco_eval():
+            evaluator.backend, evaluator._cocoeval_fn = "faster_coco_eval", faster_cocoeval
+        else:
+            evaluator.backend, evaluator._cocoeval_fn = "pycocotools", PycocotoolsCOCOeval
     return evaluator
 
 
@@ -306,12 +262,13 @@ def do_train(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
     device = _device_for_process(cfg)
     logger.info(f"Training on {device} with {comm.get_world_size()} process(es)")
 
-    check_num_classes(cfg)  # before building anything: fast, readable
+    # Before building anything: register, load and check the datasets (the loaders take them over).
+    datasets = prepare_datasets(cfg, check_files=comm.get_local_rank() == 0)
     model = build_model(cfg, device)
     if "seed" in cfg.dataloader.train and cfg.dataloader.train.seed is None:
         cfg.dataloader.train.seed = int(cfg.train.seed)  # one seed for init, order and augmentation
     train_loader = instantiate(cfg.dataloader.train)
-    check_num_classes(cfg, model)
+    check_num_classes(cfg, {d.key: d.classes for d in datasets}, model)
     ipe = getattr(train_loader, "iters_per_epoch", None)
     length = resolve_training_length(cfg, ipe)
     if ipe:
@@ -367,6 +324,8 @@ def do_train(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
         d2_hooks.LRScheduler(scheduler=lr_multiplier),
         d2_hooks.EvalHook(length.eval_period, eval_fn, eval_after_train=True),
     ]
+    if hasattr(train_loader, "take_bad_images"):
+        hook_list.append(BadImageHook(train_loader, checkpointer))
     best = _best_metric(cfg)
     if best:
         hook_list.append(BestCheckpointer(checkpointer, best, cfg.train.checkpointer.get("best_mode", "max"), extra))
@@ -407,9 +366,9 @@ def do_train(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
 def do_eval_only(cfg: DictConfig) -> Dict[str, Any]:
     """--eval-only: load train.init_checkpoint (EMA too when present) and evaluate."""
     device = _device_for_process(cfg)
-    check_num_classes(cfg)
+    datasets = prepare_datasets(cfg, splits=("test",), check_files=comm.get_local_rank() == 0)
     model = build_model(cfg, device)
-    check_num_classes(cfg, model)
+    check_num_classes(cfg, {d.key: d.classes for d in datasets}, model)
     ema = None
     if cfg.train.model_ema.enabled:
         ema = ModelEMA(model, decay=cfg.train.model_ema.decay, warmups=cfg.train.model_ema.warmups)
@@ -440,6 +399,9 @@ def launch_from_args(main_func, args) -> None:
     """Validate the config in the launching process (errors surface once, before spawning),
     pick the distributed backend from the training device, and launch ``main_func(args)``."""
     cfg = load_config(args.config_file, args.opts)
+    spawns = args.num_gpus * args.num_machines > 1
+    # Data mistakes end here, once, with their message; a single process keeps what it loaded.
+    prepare_datasets(cfg, splits=("test",) if args.eval_only else ("train", "test"), keep_loaded=not spawns)
     device = resolve_device(cfg.train.device)
     backend = dist_backend_for(device, getattr(args, "dist_backend", "auto"))
     launch(
