@@ -75,7 +75,7 @@ def check_image_files(dicts: Sequence[Dict[str, Any]], name: str) -> None:
     missing, empty = stat_image_files([d["file_name"] for d in dicts])
     if empty:
         logger.warning(
-            "Dataset %s: %d image files are empty (0 bytes); they will be skipped when read:%s",
+            "Dataset %s: %d image file(s) are empty (0 bytes); they will be skipped when read:%s",
             name, len(empty), listing(dicts[i]["file_name"] for i in empty),
         )
     if missing:

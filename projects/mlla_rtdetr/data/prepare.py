@@ -107,10 +107,11 @@ def prepare_datasets(
     * ``keep_loaded``: hand the loaded dicts to the next loader built from this config in this
       process; pass False before spawning processes that load their own.
 
-    Raises a :class:`UserError` whose message starts with the config key of the dataset.
+    Raises a :class:`UserError` naming the config key of each dataset with a problem.
     """
     t0 = time.perf_counter()
     prepared: "OrderedDict[str, PreparedDataset]" = OrderedDict()
+    errors: List[UserError] = []  # every dataset's problems in one message
     for key, node in dataset_nodes(cfg, splits).items():
         try:
             names = _names(node)
@@ -128,9 +129,11 @@ def prepare_datasets(
                     known_dataset_or_raise(name)
                 prepared[key] = PreparedDataset(key, names, dataset_classes(names[0]), None)
         except UserError as e:
-            raise type(e)(f"{key}: {e}") from None
+            errors.append(type(e)(f"{key}: {e}"))
         except MissingMandatoryValue as e:
-            raise ConfigError(f"{e.full_key} is required by the config: set it (e.g. {e.full_key}=...).") from None
+            errors.append(ConfigError(f"{e.full_key} is required by the config: set it (e.g. {e.full_key}=...)."))
+    if errors:
+        raise type(errors[0])("\n".join(str(e) for e in errors))
     check_num_classes(cfg, {k: p.classes for k, p in prepared.items()})
     if prepared:
         logger.info(

@@ -79,8 +79,7 @@ class BadImageHook(HookBase):
         path = os.path.join(self.checkpointer.save_dir, f"{name}.pth")
         raise DataError(
             f"{len(self.bad)} of {total} training images ({100.0 * len(self.bad) / total:.2f}%) cannot be "
-            f"read, more than dataloader.train.max_bad_image_share={share} allows:"
-            f"{listing(f'{f}: {r}' for f, r in self.bad.items())}\n"
+            f"read, more than dataloader.train.max_bad_image_share={share} allows:{listing(self.bad.values())}\n"
             f"The checkpoint of iteration {it} is saved ({path}). Fix or remove these images "
             "(tools/dataset_summary.py lists every problem) and continue with --resume, or allow more "
             "with dataloader.train.max_bad_image_share=..."
