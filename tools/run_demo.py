@@ -65,20 +65,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- steps
-def prepare_datasets(cfg) -> float:
-    """Generate / locate the train and test datasets before training (timed separately)."""
-    from mlla_rtdetr.data import ensure_dataset_files
-
-    t0 = time.perf_counter()
-    names = []
-    for split in ("train", "test"):
-        n = cfg.dataloader[split].dataset.names
-        names += [n] if isinstance(n, str) else list(n)
-    for name in dict.fromkeys(names):
-        ensure_dataset_files(name)
-    return time.perf_counter() - t0
-
-
 def headline_task(cfg, results: Dict[str, Dict[str, float]]) -> str:
     """The weights the summary reports: EMA when enabled (those are the evaluated ones)."""
     if cfg.train.model_ema.enabled and "bbox_ema" in results:
@@ -182,13 +168,17 @@ def run(args: argparse.Namespace) -> int:
         log(f"removed {len(removed)} outputs of a previous run in {output_dir}")
 
     log(f"config {args.config_file}; output {output_dir}; torch threads {torch.get_num_threads()}")
-    dataset_s = prepare_datasets(cfg)
-    log(f"datasets ready in {dataset_s:.1f}s")
+    from mlla_rtdetr.data import prepare_datasets
+    from mlla_rtdetr.errors import UserError
 
-    t_train = time.perf_counter()
+    t_data = time.perf_counter()
     try:
+        prepare_datasets(cfg)  # generates the embedded dataset the first time; training takes it over
+        dataset_s = time.perf_counter() - t_data
+        log(f"datasets ready in {dataset_s:.1f}s")
+        t_train = time.perf_counter()
         results = do_train(cfg, resume=False)
-    except ConfigError as e:
+    except UserError as e:
         print(f"run_demo.py: error: {e}", file=sys.stderr)
         return 2
     train_s = time.perf_counter() - t_train

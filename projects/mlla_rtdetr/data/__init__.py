@@ -34,6 +34,7 @@ from .image_io import read_image_rgb, read_image_size
 from .loader import TestLoader, TrainLoader, build_test_loader, build_train_loader, sample_seed
 from .mapper import RTDETRDatasetMapper
 from .prepare import PreparedDataset, config_class_names, prepare_datasets
+from .summary import DatasetSummary, summarize_dataset
 from .transforms import build_test_transforms, build_train_transforms, multiscale_sizes
 
 __all__ = [k for k in globals() if not k.startswith("_")]

@@ -28,7 +28,9 @@ def ensure_coco_json(dataset_name: str) -> str:
         return meta.json_file
     from detectron2.data.datasets.coco import convert_to_coco_dict
 
-    text = json.dumps(convert_to_coco_dict(dataset_name), sort_keys=True)
+    coco = convert_to_coco_dict(dataset_name)
+    coco["info"] = {"description": f"{dataset_name}, converted by mlla_rtdetr"}  # no date: a stable hash
+    text = json.dumps(coco, sort_keys=True)
     digest = hashlib.sha1(text.encode()).hexdigest()[:16]
     path = os.path.join(str(default_cache_dir()), "coco_json", f"{dataset_name}-{digest}.json")
     if not os.path.isfile(path):
