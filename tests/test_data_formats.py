@@ -271,3 +271,9 @@ def test_summary_counts_and_problems(tmp_path):
     assert list(decoded.problems) == ["images that cannot be decoded"] and "0004.jpg" in decoded.problems[
         "images that cannot be decoded"][0]
     assert "problem: 1 images that cannot be decoded:\n    Cannot decode image" in decoded.format()
+
+
+def test_data_configs_name_their_required_fields():
+    cfg = get_config("common/data/yolo_detection.py")
+    with pytest.raises(ConfigError, match="dataloader.train.dataset.yolo_yaml is required by the config"):
+        prepare_datasets(cfg)

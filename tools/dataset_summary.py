@@ -76,6 +76,7 @@ def datasets_to_summarize(args) -> List[Tuple[str, str]]:
     from mlla_rtdetr.data.prepare import dataset_nodes
     from mlla_rtdetr.utils.config import load_config
     from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
 
     cfg = load_config(args.config_file, args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
     loaders = [args.split] if args.split else ["train", "test"]
@@ -83,7 +84,10 @@ def datasets_to_summarize(args) -> List[Tuple[str, str]]:
         raise ConfigError(f"With --config-file, --split is train or test, got {args.split!r}.")
     out = []
     for key, node in dataset_nodes(cfg, loaders).items():
-        spec = OmegaConf.to_container(node, resolve=True)
+        try:
+            spec = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as e:
+            raise ConfigError(f"{e.full_key} is required by the config: set it (e.g. {e.full_key}=...).") from None
         fields = ("json_file", "image_root", "voc_root", "yolo_yaml", "split", "class_names")
         names = spec["names"] if isinstance(spec["names"], list) else [spec["names"]]
         if len(names) == 1:

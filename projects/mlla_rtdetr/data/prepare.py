@@ -85,7 +85,7 @@ def _names(node: DictConfig) -> List[str]:
 
 
 def _resolved(node: DictConfig) -> Dict[str, Any]:
-    spec = OmegaConf.to_container(node, resolve=True)
+    spec = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
     spec.pop("_target_", None)
     return spec
 

@@ -401,7 +401,8 @@ def launch_from_args(main_func, args) -> None:
     cfg = load_config(args.config_file, args.opts)
     spawns = args.num_gpus * args.num_machines > 1
     # Data mistakes end here, once, with their message; a single process keeps what it loaded.
-    prepare_datasets(cfg, splits=("test",) if args.eval_only else ("train", "test"), keep_loaded=not spawns)
+    prepare_datasets(cfg, splits=("test",) if args.eval_only else ("train", "test"), keep_loaded=not spawns,
+                     check_files=os.environ.get("LOCAL_RANK", "0") == "0")  # torchrun: once per machine
     device = resolve_device(cfg.train.device)
     backend = dist_backend_for(device, getattr(args, "dist_backend", "auto"))
     launch(
