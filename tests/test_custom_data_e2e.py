@@ -291,4 +291,4 @@ def test_voc_and_yolo_data_configs(work):
     assert "dataloader.test.dataset yolo_val: 4 images, 6 boxes, 1 class" in out
     err = user_error(run(["python", "tools/dataset_summary.py", "--config-file",
                           "configs/common/data/yolo_detection.py"], work))
-    assert "dataloader.train.dataset.yolo_yaml is required" in err
+    assert "dataloader.train.dataset.yolo_yaml required by the config" in err

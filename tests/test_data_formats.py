@@ -275,5 +275,5 @@ def test_summary_counts_and_problems(tmp_path):
 
 def test_data_configs_name_their_required_fields():
     cfg = get_config("common/data/yolo_detection.py")
-    with pytest.raises(ConfigError, match="dataloader.train.dataset.yolo_yaml is required by the config"):
+    with pytest.raises(ConfigError, match="dataloader.train.dataset.yolo_yaml required by the config"):
         prepare_datasets(cfg)

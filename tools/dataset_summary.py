@@ -73,27 +73,15 @@ def datasets_to_summarize(args) -> List[Tuple[str, str]]:
         path = args.voc_root or args.yolo_yaml
         name = register_dataset(f"summary:{path}:{split}", split=split, class_names=args.class_names, **source)
         return [(f"{path} ({split})", name)]
-    from mlla_rtdetr.data.prepare import dataset_nodes
+    from mlla_rtdetr.data.prepare import dataset_nodes, register_node
     from mlla_rtdetr.utils.config import load_config
-    from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue
 
     cfg = load_config(args.config_file, args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
     loaders = [args.split] if args.split else ["train", "test"]
     if not set(loaders) <= {"train", "test"}:
         raise ConfigError(f"With --config-file, --split is train or test, got {args.split!r}.")
-    out = []
-    for key, node in dataset_nodes(cfg, loaders).items():
-        try:
-            spec = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
-        except MissingMandatoryValue as e:
-            raise ConfigError(f"{e.full_key} is required by the config: set it (e.g. {e.full_key}=...).") from None
-        fields = ("json_file", "image_root", "voc_root", "yolo_yaml", "split", "class_names")
-        names = spec["names"] if isinstance(spec["names"], list) else [spec["names"]]
-        if len(names) == 1:
-            register_dataset(names[0], **{k: spec.get(k) for k in fields})
-        out += [(f"{key} {n}", n) for n in names]
-    return out
+    return [(f"{key} {name}", name) for key, node in dataset_nodes(cfg, loaders).items()
+            for name in register_node(node, key)]
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from ..errors import ConfigError, UserError
 from .checks import check_num_classes
@@ -30,7 +30,8 @@ from .datasets.catalog import (
     register_dataset,
 )
 
-__all__ = ["PreparedDataset", "dataset_nodes", "prepare_datasets", "config_class_names"]
+__all__ = ["PreparedDataset", "dataset_nodes", "dataset_spec", "register_node", "prepare_datasets",
+           "config_class_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,20 @@ def _names(node: DictConfig) -> List[str]:
     return [names] if isinstance(names, str) else [str(n) for n in names]
 
 
-def _resolved(node: DictConfig) -> Dict[str, Any]:
-    spec = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+def dataset_spec(node: DictConfig, key: str = "dataset") -> Dict[str, Any]:
+    """The arguments of the dataset node at config key ``key``, interpolations resolved
+    (:class:`ConfigError` naming a value the config requires but nobody set, e.g. the
+    ``yolo_yaml`` of ``yolo_detection.py``)."""
+    missing = []
+    for field in node:
+        try:
+            node[field]
+        except (MissingMandatoryValue, InterpolationToMissingValueError):
+            missing.append(f"{key}.{field}")
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} required by the config: set "
+                          + " ".join(f"{m}=..." for m in missing))
+    spec = OmegaConf.to_container(node, resolve=True)
     spec.pop("_target_", None)
     return spec
 
@@ -116,7 +129,7 @@ def prepare_datasets(
         try:
             names = _names(node)
             if _reads_catalog(node):
-                spec = _resolved(node)
+                spec = dataset_spec(node, key)
                 dicts = get_dataset_dicts(**dict(spec, check_images=bool(spec.get("check_images", True)) and check_files))
                 if keep_loaded:
                     hold_dataset_dicts(dicts, **{k: spec.get(k) for k in _SPEC_ARGS})
@@ -130,10 +143,8 @@ def prepare_datasets(
                 prepared[key] = PreparedDataset(key, names, dataset_classes(names[0]), None)
         except UserError as e:
             errors.append(type(e)(f"{key}: {e}"))
-        except MissingMandatoryValue as e:
-            errors.append(ConfigError(f"{e.full_key} is required by the config: set it (e.g. {e.full_key}=...)."))
     if errors:
-        raise type(errors[0])("\n".join(str(e) for e in errors))
+        raise type(errors[0])("\n".join(dict.fromkeys(str(e) for e in errors)))
     check_num_classes(cfg, {k: p.classes for k, p in prepared.items()})
     if prepared:
         logger.info(
@@ -153,8 +164,17 @@ def config_class_names(cfg: DictConfig) -> Optional[List[str]]:
         return None
     if node.get("class_names") is not None:
         return [str(c) for c in node.class_names]
+    return dataset_classes(register_node(node)[0])
+
+
+def register_node(node: DictConfig, key: str = "dataset") -> List[str]:
+    """Register the dataset(s) of the dataset node at config key ``key`` (from its source fields,
+    if it has them); returns the names."""
     if _reads_catalog(node):
-        spec = _resolved(node)
+        spec = dataset_spec(node, key)
         if dataset_format(*(spec.get(k) for k in SOURCE_FIELDS)) is not None:
             register_dataset(spec["names"], **{k: spec.get(k) for k in _SOURCE_ARGS})
-    return dataset_classes(_names(node)[0])
+    names = _names(node)
+    for name in names:
+        known_dataset_or_raise(name)
+    return names
