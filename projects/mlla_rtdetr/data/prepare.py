@@ -138,9 +138,7 @@ def prepare_datasets(
                     node.class_names = classes
                 prepared[key] = PreparedDataset(key, names, classes, len(dicts))
             else:
-                for name in names:
-                    known_dataset_or_raise(name)
-                prepared[key] = PreparedDataset(key, names, dataset_classes(names[0]), None)
+                prepared[key] = PreparedDataset(key, names, dataset_classes(register_node(node, key)[0]), None)
         except UserError as e:
             errors.append(type(e)(f"{key}: {e}"))
     if errors:
