@@ -149,6 +149,13 @@ def test_readme_resume_continues_the_run(work, trained):
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
     assert final["trainer"]["iteration"] == 5
 
+    # an unreadable checkpoint is a user error: --eval-only on a truncated copy
+    data = (out / "model_final.pth").read_bytes()
+    (out / "model_cut.pth").write_bytes(data[: len(data) // 3])
+    argv = [a.replace("model_final.pth", "model_cut.pth") for a in readme_command("--eval-only")]
+    err = user_error(run(argv, work))
+    assert "Checkpoint 'output/trees/model_cut.pth' cannot be read" in err and "truncated" in err
+
 
 def _absolute(argv: List[str], work: Path) -> List[str]:
     """Dataset paths of a README command made absolute (the sweep runs train_net elsewhere)."""

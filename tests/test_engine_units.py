@@ -31,6 +31,7 @@ from mlla_rtdetr.engine import (
 from mlla_rtdetr.engine import checkpoint as ckpt_mod
 from mlla_rtdetr.engine.evaluation import FastCOCOEvaluator
 from mlla_rtdetr.engine.optim import RTDETR_V2_RULES
+from mlla_rtdetr.errors import CheckpointError
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -288,6 +289,29 @@ def test_init_checkpoint_shape_mismatch_table_and_key_report(tmp_path):
         load_init_checkpoint(ToyDetector(num_classes=3), path)
     msg = str(e.value)
     assert "head.weight" in msg and "(6, 32)" in msg and "(7, 32)" in msg and "head.bias" in msg
+
+
+def test_unreadable_checkpoints_are_checkpoint_errors(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"model": ToyDetector(num_classes=2).state_dict()}, good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    for name in ("truncated", "empty", "text"):
+        with pytest.raises(CheckpointError, match=rf"'.*{name}.pth' cannot be read: \d+ bytes .* truncated, empty"):
+            load_init_checkpoint(ToyDetector(num_classes=2), str(tmp_path / f"{name}.pth"))
+    with pytest.raises(CheckpointError, match="'.*missing.pth' does not exist"):
+        load_init_checkpoint(ToyDetector(num_classes=2), str(tmp_path / "missing.pth"))
+
+    # --resume from a last_checkpoint that names a damaged file says how to take an earlier one
+    checkpointer = ckpt_mod.Checkpointer(ToyDetector(num_classes=2), str(tmp_path))
+    (tmp_path / "last_checkpoint").write_text("truncated.pth")
+    with pytest.raises(CheckpointError, match="named in .*last_checkpoint .* write the name of an earlier"):
+        checkpointer.load(checkpointer.get_checkpoint_file())
+    (tmp_path / "last_checkpoint").write_text("gone.pth")
+    with pytest.raises(CheckpointError, match="gone.pth' does not exist"):
+        checkpointer.load(checkpointer.get_checkpoint_file())
 
 
 def test_class_count_mismatch_names_each_source(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import re
 import tempfile
 from collections import OrderedDict
@@ -76,18 +77,38 @@ def _atomic_write_text(text: str, path: str) -> None:
 
 
 def read_checkpoint_file(path: str) -> Dict[str, Any]:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with an actionable error."""
+    """``torch.load(path, map_location="cpu", weights_only=True)``; :class:`CheckpointError`
+    saying why when the file is missing, unreadable (truncated, empty, not written by
+    ``torch.save``) or holds more than tensors and primitive values."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint '{path}' does not exist.")
+        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+    with open(path, "rb") as f:
+        head = f.read(2)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InitCheckpointError(
-            f"Could not read '{path}' with torch.load(weights_only=True): {e}\n"
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower() or head not in _TORCH_FILE_HEADS:
+            raise _unreadable(path, e) from e
+        raise CheckpointError(
+            f"Could not read '{path}' with torch.load(weights_only=True): {str(e).splitlines()[0]}\n"
             "The file holds more than tensors and primitive values. If you trust it, convert it "
             "first (tools/convert_rtdetr_checkpoint.py --unsafe-load, "
             "tools/convert_mlla_checkpoint.py) and pass the converted file."
         ) from e
+    except Exception as e:  # torch.load reports a damaged file in many ways
+        raise _unreadable(path, e) from e
+
+
+_TORCH_FILE_HEADS = (b"PK", b"\x80\x02")  # torch.save's zip archive; the legacy pickle format
+
+
+def _unreadable(path: str, error: Exception) -> CheckpointError:
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return CheckpointError(
+        f"Checkpoint '{path}' cannot be read: {os.path.getsize(path)} bytes that torch.load does "
+        f"not understand ({detail}). The file is truncated, empty or not a checkpoint "
+        "written by torch.save; copy it again or point to another one."
+    )
 
 
 class Checkpointer(DetectionCheckpointer):
@@ -115,6 +136,24 @@ class Checkpointer(DetectionCheckpointer):
 
     def _torch_load(self, f: str) -> Dict[str, Any]:
         return read_checkpoint_file(f)
+
+    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+        """detectron2's load; a missing or unreadable file is a :class:`CheckpointError`, which
+        says how to resume from an earlier checkpoint when ``path`` is the one ``--resume`` took."""
+        if not path:
+            return super().load(path, checkpointables)
+        try:
+            if not os.path.isfile(path):
+                raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+            return super().load(path, checkpointables)
+        except CheckpointError as e:
+            if self.has_checkpoint() and os.path.abspath(self.get_checkpoint_file()) == os.path.abspath(path):
+                raise CheckpointError(
+                    f"{e}\nIt is the checkpoint named in {os.path.join(self.save_dir, 'last_checkpoint')} "
+                    "(--resume continues from it): write the name of an earlier model_*.pth there to "
+                    "resume from that one."
+                ) from e
+            raise
 
 
 class PeriodicCheckpointer(HookBase):
