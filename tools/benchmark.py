@@ -39,6 +39,8 @@ from typing import Any, Dict, List
 
 import torch
 
+from mlla_rtdetr.engine import build_model, load_config
+from mlla_rtdetr.errors import run_main
 from mlla_rtdetr.utils.bench_cases import build_case
 from mlla_rtdetr.utils.memprobe import run_in_subprocess
 from mlla_rtdetr.utils.report import environment, markdown_table, ratio, write_json
@@ -230,7 +232,6 @@ def mode_attention(args) -> Dict[str, Any]:
 
 
 def mode_data(args) -> Dict[str, Any]:
-    from mlla_rtdetr.utils.config import load_config
     from detectron2.config import instantiate
 
     cfg = load_config(args.config_file, args.opts)
@@ -262,8 +263,6 @@ def mode_data(args) -> Dict[str, Any]:
                      "images_per_s": n_img / dt, "ms_per_batch": 1e3 * dt / args.iters})
         del it, loader
     if not args.skip_train_step:
-        from mlla_rtdetr.utils.config import build_model
-
         model = build_model(cfg, checkpoint="", device=args.device).train()
         batch = [{k: (v.to(args.device) if torch.is_tensor(v) else v) for k, v in d.items()} for d in first_batch]
         for d in batch:
@@ -388,4 +387,4 @@ def main(argv=None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))
