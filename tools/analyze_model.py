@@ -104,8 +104,6 @@ def render(out: dict) -> str:
 def main(argv=None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     if args.input_size and len(args.input_size) > 2:

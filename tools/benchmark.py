@@ -359,8 +359,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> Dict[str, Any]:
     args = build_parser().parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
     if getattr(args, "config_files", None):  # nargs="+" also swallows trailing key=value overrides
         args.opts = [c for c in args.config_files if "=" in c] + list(args.opts)
         args.config_files = [c for c in args.config_files if "=" not in c]

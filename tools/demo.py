@@ -75,16 +75,18 @@ class Predictor:
 
 
 def class_names_of(cfg) -> Optional[List[str]]:
-    """``thing_classes`` of the config's test dataset, if it is registered with metadata."""
-    try:
-        import mlla_rtdetr.data  # noqa: F401  (registers the embedded datasets)
-        from detectron2.data import MetadataCatalog
+    """``thing_classes`` of the config's test dataset; None (class ids are drawn) for a model-only
+    config or a dataset registered without them."""
+    from detectron2.data import MetadataCatalog
+    from omegaconf import OmegaConf
 
-        names = cfg.dataloader.test.dataset.names
-        name = names if isinstance(names, str) else names[0]
-        return list(MetadataCatalog.get(name).thing_classes)
-    except Exception:  # model-only configs, unregistered datasets: fall back to class ids
+    import mlla_rtdetr.data  # noqa: F401  (registers the embedded datasets)
+
+    names = OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None)
+    if not names:
         return None
+    meta = MetadataCatalog.get(names if isinstance(names, str) else names[0])
+    return list(meta.thing_classes) if hasattr(meta, "thing_classes") else None
 
 
 def detections_to_json(det: Dict[str, torch.Tensor], threshold: float, names) -> List[Dict[str, Any]]:
@@ -165,8 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> Dict[str, Any]:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     if not 0.0 <= args.score_threshold <= 1.0:

@@ -72,8 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
     if len(args.input_size) > 2:
         parser.error("--input-size takes H or H W")
     h, w = args.input_size[0], args.input_size[-1]

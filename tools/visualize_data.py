@@ -62,7 +62,7 @@ def main(argv=None):
 
     from mlla_rtdetr.engine import load_config
 
-    cfg = load_config(args.config_file, [o for o in args.opts if o != "--"], require=("dataloader",))
+    cfg = load_config(args.config_file, args.opts, require=("dataloader",))
     loader_cfg = cfg.dataloader.train if args.split == "train" else cfg.dataloader.test
     loader_cfg.num_workers = 0
     loader = instantiate(loader_cfg)

@@ -86,11 +86,12 @@ def load_config(config_file: str, overrides: Sequence[str] = (), require: Sequen
             (:func:`mlla_rtdetr.config.config_path`); a missing file is a :class:`ConfigError`
             naming the closest known configs.
         overrides: detectron2/Hydra ``key=value`` strings; an unknown key is a :class:`ConfigError`
-            naming the closest valid keys (``+key=value`` adds a key on purpose).
+            naming the closest valid keys (``+key=value`` adds a key on purpose). A ``--`` (the
+            end of a tool's options) is skipped.
         require: top-level entries the config must define (e.g. :data:`TRAINING_SECTIONS`).
     """
     cfg = LazyConfig.load(str(config_path(config_file)))
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, [o for o in overrides if o != "--"])
     missing = [s for s in require if s not in cfg]
     if missing:
         raise ConfigError(

@@ -45,7 +45,6 @@ from .trainer import Trainer
 
 __all__ = [
     "Evaluation",
-    "build_train_loader",
     "build_trainer",
     "build_hooks",
     "resume_or_load",
@@ -113,14 +112,6 @@ class Evaluation:
 
 
 # ----------------------------------------------------------------------------- builders
-def build_train_loader(cfg: DictConfig):
-    """The train loader; its seed defaults to ``train.seed`` (one seed for initialisation, data
-    order and augmentation)."""
-    if "seed" in cfg.dataloader.train and cfg.dataloader.train.seed is None:
-        cfg.dataloader.train.seed = int(cfg.train.seed)
-    return instantiate(cfg.dataloader.train)
-
-
 def build_trainer(cfg: DictConfig, model: torch.nn.Module, train_loader, optimizer,
                   device: torch.device) -> Trainer:
     """The training loop per ``train.amp`` / ``train.clip_grad``, seeded per iteration."""
@@ -194,7 +185,9 @@ def do_train(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
 
     check_num_classes(cfg)  # before building anything: fast, readable
     model = build_model(cfg, device, checkpoint="")
-    train_loader = build_train_loader(cfg)
+    if "seed" in cfg.dataloader.train and cfg.dataloader.train.seed is None:
+        cfg.dataloader.train.seed = int(cfg.train.seed)  # one seed for init, data order and augmentation
+    train_loader = instantiate(cfg.dataloader.train)
     check_num_classes(cfg, model)
     ipe = getattr(train_loader, "iters_per_epoch", None)
     length = resolve_training_length(cfg, ipe)
