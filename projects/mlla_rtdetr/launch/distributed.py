@@ -112,14 +112,6 @@ def _join_group(backend: str, init_method: str, world_size: int, rank: int, loca
     comm.synchronize()
 
 
-def _run_in_group(main_func: Callable, args: Sequence):
-    try:
-        return main_func(*args)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def _find_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("", 0))
@@ -139,11 +131,12 @@ def _spawned_worker(local_rank, main_func, args, world_size, num_per_machine, ma
     _join_group(backend, dist_url, world_size, machine_rank * num_per_machine + local_rank, local_rank,
                 num_per_machine, timeout)
     try:
-        _run_in_group(main_func, args)
+        main_func(*args)
     except UserError as e:
-        # the launching process raises it again: one message, no worker traceback
+        # The launching process raises it again: one message, without the processes' tracebacks.
         user_errors.put(_transferable(e))
         sys.exit(USER_ERROR_EXIT_CODE)
+    dist.destroy_process_group()  # after success only: the other processes may still be in a collective
 
 
 def launch(
@@ -182,7 +175,9 @@ def launch(
             )
         _join_group(backend, f"tcp://{env['master_addr']}:{env['master_port']}", env["world_size"], env["rank"],
                     env["local_rank"], env["local_world_size"], timeout)
-        return _run_in_group(main_func, args)
+        result = main_func(*args)
+        dist.destroy_process_group()
+        return result
     world_size = num_machines * num_gpus_per_machine
     if world_size <= 1:
         return main_func(*args)
@@ -205,8 +200,8 @@ def launch(
             daemon=False,
             start_method="spawn",
         )
-    except mp.ProcessExitedException:
-        if not user_errors.empty():
+    except (mp.ProcessExitedException, mp.ProcessRaisedException):
+        if not user_errors.empty():  # the cause; other processes may have failed because of it
             raise user_errors.get() from None
         raise
     return None
