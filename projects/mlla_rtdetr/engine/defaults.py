@@ -28,7 +28,8 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.registry import locate
 
-from ..config import config_path
+from ..config import config_path, get_config
+from ..data import dataset_num_classes
 from ..errors import ConfigError
 from .checkpoint import load_init_checkpoint
 from .ema import ModelEMA, unwrap_model
@@ -90,7 +91,7 @@ def load_config(config_file: str, overrides: Sequence[str] = (), require: Sequen
             end of a tool's options) is skipped.
         require: top-level entries the config must define (e.g. :data:`TRAINING_SECTIONS`).
     """
-    cfg = LazyConfig.load(str(config_path(config_file)))
+    cfg = get_config(config_file)
     cfg = apply_overrides(cfg, [o for o in overrides if o != "--"])
     missing = [s for s in require if s not in cfg]
     if missing:
@@ -189,8 +190,6 @@ def check_num_classes(cfg: DictConfig, model: Optional[torch.nn.Module] = None) 
     Checked on the config before building anything (fast, readable) and on the built model.
     Raises :class:`ConfigError` that lists each source with its value.
     """
-    from detectron2.data import MetadataCatalog
-
     counts: "OrderedDict[str, int]" = OrderedDict()
     if model is not None:
         m = unwrap_model(model)
@@ -206,13 +205,7 @@ def check_num_classes(cfg: DictConfig, model: Optional[torch.nn.Module] = None) 
                 counts[key] = value
     for split in ("train", "test"):
         for name in _dataset_names(cfg, split):
-            meta = MetadataCatalog.get(name)
-            if not hasattr(meta, "thing_classes"):
-                from mlla_rtdetr.data import dataset_num_classes
-
-                counts[f"dataset '{name}' thing_classes ({split})"] = dataset_num_classes(name)
-            else:
-                counts[f"dataset '{name}' thing_classes ({split})"] = len(meta.thing_classes)
+            counts[f"dataset '{name}' thing_classes ({split})"] = dataset_num_classes(name)
     if len(set(counts.values())) > 1:
         detail = "\n  ".join(f"{k} = {v}" for k, v in counts.items())
         raise ConfigError(
