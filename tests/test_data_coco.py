@@ -6,15 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
+from detectron2.config import instantiate
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from omegaconf import OmegaConf
 
-from detectron2.config import LazyConfig, instantiate
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-from mlla_rtdetr.config import config_path
+from mlla_rtdetr.engine import check_num_classes, load_config
 from mlla_rtdetr.data import (
     RTDETRDatasetMapper,
-    check_num_classes,
     dataset_classes,
     get_dataset_dicts,
     load_coco_json_checked,
@@ -186,8 +184,7 @@ def test_coco_config_takes_any_dataset_by_overrides(tmp_path):
     j, root = make_tiny_coco(tmp_path, num_images=6)
     jv, rootv = make_tiny_coco(tmp_path / "val", num_images=3)
     tr, va = unique_name("mytrain"), unique_name("myval")
-    cfg = LazyConfig.load(str(config_path("common/data/coco_detection.py")))
-    cfg = LazyConfig.apply_overrides(cfg, [
+    cfg = load_config("common/data/coco_detection.py", [
         f"dataloader.train.dataset.names={tr}", f"dataloader.train.dataset.json_file={j}",
         f"dataloader.train.dataset.image_root={root}", f"dataloader.test.dataset.names={va}",
         f"dataloader.test.dataset.json_file={jv}", f"dataloader.test.dataset.image_root={rootv}",
@@ -205,27 +202,30 @@ def test_coco_config_takes_any_dataset_by_overrides(tmp_path):
     out = [d for b in test for d in b]
     assert len(out) == 3 and out[0]["image"].shape == (3, 640, 640) and (out[0]["height"], out[0]["width"]) == (48, 64)
     cfg.model = {"num_classes": 2}
-    assert check_num_classes(cfg, {"train": dataset_classes(tr), "test": dataset_classes(va)}) == 2
+    assert check_num_classes(cfg, classes={"train": dataset_classes(tr), "test": dataset_classes(va)}) == 2
+    assert check_num_classes(cfg) == 2  # read from the datasets the config names
 
 
 def test_check_num_classes_prints_the_overrides_to_add(tmp_path):
     j, root = make_tiny_coco(tmp_path, num_images=1)
     name = register_coco_format(unique_name("nc"), str(j), str(root))
     classes = {"dataloader.train.dataset": dataset_classes(name)}
-    cfg = OmegaConf.create({"model": {"num_classes": 80, "criterion": {"num_classes": "${..num_classes}"}}})
-    with pytest.raises(ConfigError) as e:
-        check_num_classes(cfg, classes)
-    msg = str(e.value)
-    assert "model.num_classes=80, model.criterion.num_classes=80" in msg
-    assert "dataloader.train.dataset has 2 classes (red, blue)" in msg
-    assert msg.endswith("Add this override:\n  model.num_classes=2")  # the criterion follows by interpolation
+    cfg = OmegaConf.create({"model": {"num_classes": 80, "criterion": {"num_classes": "${..num_classes}"}},
+                            "dataloader": {"train": {"dataset": {"names": name}}}})
+    for given in (classes, None):  # the classes prepare_data found, or read from the config's datasets
+        with pytest.raises(ConfigError) as e:
+            check_num_classes(cfg, classes=given)
+        msg = str(e.value)
+        assert "model.num_classes=80, model.criterion.num_classes=80" in msg
+        assert "dataloader.train.dataset has 2 classes (red, blue)" in msg
+        assert msg.endswith("Add this override:\n  model.num_classes=2")  # the criterion follows by interpolation
     cfg.model.criterion.num_classes = 3  # written out: needs its own override
     with pytest.raises(ConfigError) as e:
-        check_num_classes(cfg, classes)
+        check_num_classes(cfg, classes=classes)
     assert str(e.value).endswith("Add these overrides:\n  model.num_classes=2 model.criterion.num_classes=2")
     cfg.model.num_classes = cfg.model.criterion.num_classes = 2
-    assert check_num_classes(cfg, classes) == 2
+    assert check_num_classes(cfg, classes=classes) == 2
     with pytest.raises(DataError, match=r"disagree on the classes: a has \['red', 'blue'\], b has \['x'\]"):
-        check_num_classes(cfg, {"a": ["red", "blue"], "b": ["x"]})
+        check_num_classes(cfg, classes={"a": ["red", "blue"], "b": ["x"]})
     assert check_num_classes(OmegaConf.create({"model": {"num_classes": 5}}),
-                             {"t": dataset_classes("synthetic_shapes_val")}) == 5
+                             classes={"t": dataset_classes("synthetic_shapes_val")}) == 5

@@ -12,7 +12,6 @@ from detectron2.solver import LRMultiplier
 
 from engine_utils import CLASSES, ToyDetector, ToyTrainLoader, register_toy, render, toy_config, toy_dicts
 from mlla_rtdetr.config import get_config
-from mlla_rtdetr.data import check_num_classes, prepare_datasets
 from mlla_rtdetr.engine import (
     ConfigError,
     InitCheckpointError,
@@ -21,12 +20,15 @@ from mlla_rtdetr.engine import (
     Trainer,
     UnknownConfigKeyError,
     apply_overrides,
+    check_num_classes,
     do_eval_only,
     do_test,
     do_train,
     get_param_groups,
+    load_config,
     load_init_checkpoint,
     lr_schedule,
+    prepare_data,
 )
 from mlla_rtdetr.engine import checkpoint as ckpt_mod
 from mlla_rtdetr.engine.evaluation import FastCOCOEvaluator
@@ -316,23 +318,19 @@ def test_unreadable_checkpoints_are_checkpoint_errors(tmp_path):
 
 def test_class_count_mismatch_names_each_source(tmp_path):
     cfg = toy_config(str(tmp_path))  # datasets registered in Python
-    classes = {d.key: d.classes for d in prepare_datasets(cfg)}
+    classes = prepare_data(cfg)
     assert classes == {"dataloader.train.dataset": CLASSES, "dataloader.test.dataset": CLASSES}
-    check_num_classes(cfg, classes, ToyDetector(num_classes=len(CLASSES)))
+    check_num_classes(cfg, ToyDetector(num_classes=len(CLASSES)), classes)
     with pytest.raises(ConfigError, match=r"model\.num_classes=3, but dataloader.train.dataset and "
                                           r"dataloader.test.dataset have 2 classes \(a, b\)"):
-        check_num_classes(cfg, classes, ToyDetector(num_classes=3))
+        check_num_classes(cfg, ToyDetector(num_classes=3), classes)
     cfg.model.num_classes = 4
     with pytest.raises(ConfigError, match="model.num_classes=4(.|\n)*override:\n  model.num_classes=2$"):
-        prepare_datasets(cfg)
+        prepare_data(cfg)
 
 
 def test_init_checkpoint_detects_official_rtdetr_layout(tmp_path):
-    from detectron2.config import LazyConfig
-
-    from mlla_rtdetr.config import config_path
-
-    cfg = LazyConfig.load(str(config_path("rtdetr_tiny_synthetic.py")))
+    cfg = load_config("rtdetr_tiny_synthetic.py")
     torch.manual_seed(0)
     src = instantiate(cfg.model)
     path = str(tmp_path / "official.pth")

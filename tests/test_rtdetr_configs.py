@@ -10,10 +10,10 @@ inside ``scaled_dot_product_attention`` are not counted.
 """
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from fvcore.nn import FlopCountAnalysis
 
-from mlla_rtdetr.config import config_path
+from mlla_rtdetr.engine import load_config
 
 MATMUL_OPS = ("conv", "linear", "matmul", "bmm", "einsum", "addmm")
 
@@ -37,7 +37,7 @@ V2_RECIPES = {
 
 
 def _load(name):
-    return LazyConfig.load(str(config_path(name)))
+    return load_config(name)
 
 
 class _Raw(torch.nn.Module):

@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from mlla_rtdetr.errors import run_main
+
 DEFAULT_CONFIG = "projects/mlla_rtdetr/configs/mlla_rtdetr_demo_synthetic.py"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,7 +85,7 @@ def draw_validation_images(cfg, checkpoint: str, out_dir: str, num: int, score_t
     from detectron2.data import MetadataCatalog
 
     from mlla_rtdetr.data import read_image_rgb
-    from mlla_rtdetr.utils.config import build_model
+    from mlla_rtdetr.engine import build_model
     from mlla_rtdetr.utils.plots import draw_gt_and_predictions, save_png
 
     if num == 0:
@@ -147,18 +149,14 @@ def median_iter_time(records) -> Optional[float]:
 # ----------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    from mlla_rtdetr.engine import ConfigError, OverrideError, do_train, load_config, setup_process
+    from mlla_rtdetr.engine import TRAINING_SECTIONS, do_train, load_config, prepare_data, setup_process
     from mlla_rtdetr.utils.plots import plot_training_curves, read_metrics_json
 
     output_dir = os.path.abspath(args.output_dir)
     overrides = list(args.opts) + [f"train.output_dir={output_dir}"]
     if args.max_iter is not None:
         overrides.append(f"train.max_iter={args.max_iter}")
-    try:
-        cfg = load_config(args.config_file, overrides)
-    except (OverrideError, ConfigError, FileNotFoundError) as e:
-        print(f"run_demo.py: error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config_file, overrides, require=TRAINING_SECTIONS)
     removed = clear_previous_outputs(output_dir)
 
     setup_process(cfg, args)
@@ -168,19 +166,12 @@ def run(args: argparse.Namespace) -> int:
         log(f"removed {len(removed)} outputs of a previous run in {output_dir}")
 
     log(f"config {args.config_file}; output {output_dir}; torch threads {torch.get_num_threads()}")
-    from mlla_rtdetr.data import prepare_datasets
-    from mlla_rtdetr.errors import UserError
-
     t_data = time.perf_counter()
-    try:
-        prepare_datasets(cfg)  # generates the embedded dataset the first time; training takes it over
-        dataset_s = time.perf_counter() - t_data
-        log(f"datasets ready in {dataset_s:.1f}s")
-        t_train = time.perf_counter()
-        results = do_train(cfg, resume=False)
-    except UserError as e:
-        print(f"run_demo.py: error: {e}", file=sys.stderr)
-        return 2
+    prepare_data(cfg)  # generates the embedded dataset the first time; training takes it over
+    dataset_s = time.perf_counter() - t_data
+    log(f"datasets ready in {dataset_s:.1f}s")
+    t_train = time.perf_counter()
+    results = do_train(cfg, resume=False)
     train_s = time.perf_counter() - t_train
     task = headline_task(cfg, results)
     final = results[task]
@@ -260,4 +251,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

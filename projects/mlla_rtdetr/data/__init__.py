@@ -4,7 +4,7 @@ train loader (which skips undecodable images deterministically), the test loader
 
 Importing this package registers "synthetic_shapes_train" / "synthetic_shapes_val".
 """
-from .checks import check_image_files, check_num_classes, listing, stat_image_files
+from .checks import check_image_files, listing, stat_image_files
 from .datasets import (
     SOURCE_FIELDS,
     SYNTHETIC_CATEGORY_IDS,
@@ -33,7 +33,7 @@ from .evaluation import build_coco_evaluator
 from .image_io import read_image_rgb, read_image_size
 from .loader import TestLoader, TrainLoader, build_test_loader, build_train_loader, sample_seed
 from .mapper import RTDETRDatasetMapper
-from .prepare import PreparedDataset, config_class_names, prepare_datasets
+from .prepare import PreparedDataset, config_class_names, dataset_nodes, prepare_datasets, register_node
 from .summary import DatasetSummary, summarize_dataset
 from .transforms import build_test_transforms, build_train_transforms, multiscale_sizes
 

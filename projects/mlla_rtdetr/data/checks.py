@@ -1,19 +1,17 @@
-"""Checks that stop a run before it costs anything: every image file of a dataset exists (one
-parallel stat pass), and the model and the datasets agree on the classes."""
+"""A check that stops a run before it costs anything: every image file of a dataset exists (one
+parallel stat pass). The model's class count is checked against the datasets by
+:func:`mlla_rtdetr.engine.check_num_classes`."""
 from __future__ import annotations
 
 import logging
 import os
 import stat
-from collections import OrderedDict
 from multiprocessing.pool import ThreadPool
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from omegaconf import DictConfig, OmegaConf
+from ..errors import DataError
 
-from ..errors import ConfigError, DataError
-
-__all__ = ["MAX_LISTED", "listing", "stat_image_files", "check_image_files", "check_num_classes", "STAT_THREADS"]
+__all__ = ["MAX_LISTED", "listing", "stat_image_files", "check_image_files", "STAT_THREADS"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,74 +83,3 @@ def check_image_files(dicts: Sequence[Dict[str, Any]], name: str) -> None:
             f"{listing(shown)}\nFix the paths (COCO: image_root joined with each image's file_name) or "
             "remove these images from the annotations; tools/dataset_summary.py lists every problem."
         )
-
-
-# ----------------------------------------------------------------------------- classes
-_CLASS_KEYS = ("model.num_classes", "model.criterion.num_classes", "model.decoder.num_classes")
-
-
-def _literal_int(cfg: DictConfig, key: str) -> Optional[int]:
-    """The int at ``key`` when it is written there (not an interpolation of another key)."""
-    parent_key, _, leaf = key.rpartition(".")
-    parent = OmegaConf.select(cfg, parent_key, default=None)
-    if not OmegaConf.is_config(parent) or leaf not in parent or OmegaConf.is_interpolation(parent, leaf):
-        return None
-    value = parent[leaf]
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _model_counts(cfg: DictConfig, model) -> "OrderedDict[str, int]":
-    counts: "OrderedDict[str, int]" = OrderedDict()
-    if model is not None:
-        m = getattr(model, "module", model)  # DistributedDataParallel
-        for key in _CLASS_KEYS:
-            obj = m
-            for part in key.split(".")[1:-1]:
-                obj = getattr(obj, part, None)
-            value = getattr(obj, "num_classes", None)
-            if isinstance(value, int):
-                counts[key] = value
-    else:
-        for key in _CLASS_KEYS:
-            value = OmegaConf.select(cfg, key, default=None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                counts[key] = value
-    return counts
-
-
-def check_num_classes(cfg: DictConfig, classes: Dict[str, Sequence[str]], model=None) -> int:
-    """The model (its config, or the built ``model``), its criterion and decoder, and every dataset
-    must agree on the classes.
-
-    Args:
-        cfg: the run's config (``model.num_classes`` ...).
-        classes: config key of each dataset (``"dataloader.train.dataset"``) -> its class names.
-        model: the built model (checks its ``num_classes`` attributes instead of the config's).
-
-    Raises :class:`DataError` when the datasets disagree with each other and :class:`ConfigError`
-    naming the exact overrides to add when the model disagrees with them. Returns the count.
-    """
-    if not classes:
-        return 0
-    (first_key, first), *rest = classes.items()
-    for key, names in rest:
-        if list(names) != list(first):
-            raise DataError(
-                f"The datasets disagree on the classes: {first_key} has {list(first)}, {key} has "
-                f"{list(names)}. Train and test data must have the same classes in the same order "
-                "(set class_names on both to pin them)."
-            )
-    k = len(first)
-    counts = _model_counts(cfg, model)
-    wrong = {key: v for key, v in counts.items() if v != k}
-    if not wrong:
-        return k
-    fixes = ["model.num_classes"] + [key for key in _CLASS_KEYS[1:] if _literal_int(cfg, key) is not None]
-    shown = ", ".join(f"{key}={v}" for key, v in counts.items())
-    names = ", ".join(first) if k <= 10 else ", ".join(list(first)[:10]) + f", ... ({k - 10} more)"
-    raise ConfigError(
-        f"The model is set up for a different number of classes than the data: {shown}, but "
-        f"{' and '.join(classes)} {'have' if len(classes) > 1 else 'has'} {k} class{'es' if k != 1 else ''} "
-        f"({names}). Add {'these overrides' if len(fixes) > 1 else 'this override'}:\n  "
-        + " ".join(f"{key}={k}" for key in fixes)
-    )

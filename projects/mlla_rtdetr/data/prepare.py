@@ -1,10 +1,11 @@
 """A run's datasets made ready before anything is built: registered wherever they come from,
-loaded and checked once, and checked against the model's class count.
+loaded and checked once; their class names are what the engine checks the model against
+(:func:`mlla_rtdetr.engine.prepare_data`).
 
-``tools/train_net.py`` calls :func:`prepare_datasets` in the launching process (so a data mistake
-ends with one message and exit status 2 before any worker starts) and again at the start of every
-training / evaluation process (which registers the datasets there and hands the loaded dicts to
-the loaders built next, so nothing is read twice).
+``tools/train_net.py`` prepares them in the launching process before it starts several (so a data
+mistake ends with one message and exit status 2 before any worker starts) and again at the start
+of every training / evaluation process (which registers the datasets there and hands the loaded
+dicts to the loaders built next, so nothing is read twice).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from ..errors import ConfigError, UserError
-from .checks import check_num_classes
 from .datasets.base import known_dataset_or_raise
 from .datasets.catalog import (
     SOURCE_FIELDS,
@@ -110,7 +110,7 @@ def prepare_datasets(
     keep_loaded: bool = True,
 ) -> List[PreparedDataset]:
     """Register, load and check the datasets of ``cfg.dataloader`` (``splits``: the loaders to
-    prepare; evaluation needs only "test"), then check the model's class count against them.
+    prepare; evaluation needs only "test"); returns them with their class names.
 
     * Datasets read through ``get_dataset_dicts`` are registered from their source fields,
       loaded, sanitized and (``check_files`` and the node's ``check_images``) every image file is
@@ -143,7 +143,6 @@ def prepare_datasets(
             errors.append(type(e)(f"{key}: {e}"))
     if errors:
         raise type(errors[0])("\n".join(dict.fromkeys(str(e) for e in errors)))
-    check_num_classes(cfg, {k: p.classes for k, p in prepared.items()})
     if prepared:
         logger.info(
             "Datasets ready in %.1fs: %s", time.perf_counter() - t0,

@@ -16,7 +16,7 @@ import difflib
 import inspect
 from typing import Iterable, List, Optional, Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
