@@ -29,7 +29,7 @@ import json
 import sys
 from typing import List, Tuple
 
-from mlla_rtdetr.errors import ConfigError, UserError
+from mlla_rtdetr.errors import ConfigError, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,10 +73,10 @@ def datasets_to_summarize(args) -> List[Tuple[str, str]]:
         path = args.voc_root or args.yolo_yaml
         name = register_dataset(f"summary:{path}:{split}", split=split, class_names=args.class_names, **source)
         return [(f"{path} ({split})", name)]
-    from mlla_rtdetr.data.prepare import dataset_nodes, register_node
-    from mlla_rtdetr.utils.config import load_config
+    from mlla_rtdetr.data import dataset_nodes, register_node
+    from mlla_rtdetr.engine import load_config
 
-    cfg = load_config(args.config_file, args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
+    cfg = load_config(args.config_file, args.opts)
     loaders = [args.split] if args.split else ["train", "test"]
     if not set(loaders) <= {"train", "test"}:
         raise ConfigError(f"With --config-file, --split is train or test, got {args.split!r}.")
@@ -88,17 +88,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from mlla_rtdetr.data import summarize_dataset
 
-    try:
-        summaries = []
-        for title, name in datasets_to_summarize(args):
-            summary = summarize_dataset(name, decode=args.decode)
-            summary.name = title
-            print(summary.format())
-            print()
-            summaries.append(summary)
-    except UserError as e:
-        print(f"dataset_summary.py: error: {e}", file=sys.stderr)
-        return 2
+    summaries = []
+    for title, name in datasets_to_summarize(args):
+        summary = summarize_dataset(name, decode=args.decode)
+        summary.name = title
+        print(summary.format())
+        print()
+        summaries.append(summary)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump([s.to_dict() for s in summaries], f, indent=1)
@@ -110,4 +106,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

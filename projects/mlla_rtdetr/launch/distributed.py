@@ -211,17 +211,19 @@ def launch_from_args(main_func: Callable, args):
     """Launch ``main_func(args)`` with train_net's arguments (``--num-gpus``, ``--num-machines``,
     ``--machine-rank``, ``--dist-url``, ``--dist-backend``, or a torchrun group).
 
-    With several processes the config is loaded and its datasets are checked here first, before
-    any process starts, so a mistake in it, in an override or in the data is reported once; the
-    backend follows its ``train.device``. A single process does both in ``main_func``.
+    The config is loaded and its datasets are checked here first, before any process starts or
+    anything is written, so a mistake in it, in an override or in the data is reported once; the
+    backend follows its ``train.device``. Processes of a torchrun group do both in ``main_func``.
     """
     env = torchrun_env()
     world_size = env["world_size"] if env is not None else args.num_gpus * args.num_machines
     backend = "auto"
-    if world_size > 1:
+    if env is None or world_size > 1:
         cfg = load_config(args.config_file, args.opts, require=TRAINING_SECTIONS)
-        if env is None:  # about to spawn: a data mistake ends here, once, before any process starts
-            prepare_data(cfg, splits=("test",) if args.eval_only else ("train", "test"), keep_loaded=False)
+        if env is None:
+            # A data mistake ends here, once, before any process starts or anything is written;
+            # a single process keeps the loaded datasets for its loaders.
+            prepare_data(cfg, splits=("test",) if args.eval_only else ("train", "test"), keep_loaded=world_size == 1)
         backend = dist_backend_for(resolve_device(cfg.train.device), args.dist_backend)
     return launch(
         main_func,
