@@ -34,6 +34,8 @@ UNKNOWN_KEY = ("Unknown config key 'train.max_iters'", "train.max_iter")
     ("train_net.py", ["--config-file", "rtdetr_tiny_synthetc.py"], MISSPELT_CONFIG),
     ("train_net.py", ["--config-file", TINY, "--num-gpus", "2", "train.max_iters=5"], UNKNOWN_KEY),
     ("analyze_model.py", ["--config-file", "rtdetr_tiny_synthetc.py"], MISSPELT_CONFIG),
+    ("analyze_model.py", ["--config-file", TINY, "--checkpoint", "absent.pth"],
+     ("Checkpoint 'absent.pth' does not exist",)),
     ("export_onnx.py", ["--config-file", TINY, "--output", "unused.onnx", "train.max_iters=5"], UNKNOWN_KEY),
     ("visualize_data.py", ["--config-file", TINY, "--output-dir", "unused", "dataloader.train.total_batchsize=2"],
      ("Unknown config key 'dataloader.train.total_batchsize'", "dataloader.train.total_batch_size")),
@@ -46,11 +48,12 @@ def test_tool_reports_user_error_once_with_status_2(tool, args, expected):
 
 @pytest.mark.slow
 def test_user_error_inside_spawned_processes_is_one_message(tmp_path):
-    """The class-count check runs in each of the 2 training processes: the run still ends with
-    status 2 and the message once, not with the workers' tracebacks."""
+    """With 2 training processes the class-count check runs before they start (and again in each):
+    the run ends with status 2 and the message once, naming the override to add."""
     proc = _run("train_net.py", "--config-file", TINY, "--num-gpus", "2", "train.device=cpu",
                 "model.num_classes=3", f"train.output_dir={tmp_path}", timeout=600)
-    _assert_user_error(proc, "train_net.py", "model.num_classes = 3", "thing_classes (train) = 5")
+    _assert_user_error(proc, "train_net.py", "model.num_classes=3,", "have 5 classes (circle, rectangle",
+                       "Add this override:\n  model.num_classes=5")
 
 
 def test_run_main_status_and_internal_errors(capsys):

@@ -30,7 +30,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..checkpoint import mlla_converter, rtdetr_converter
-from ..errors import CheckpointError
+from ..errors import CheckpointError, PathNotFoundError
 from .ema import ModelEMA, unwrap_model
 
 __all__ = [
@@ -78,11 +78,12 @@ def _atomic_write_text(text: str, path: str) -> None:
 
 
 def read_checkpoint_file(path: str) -> Dict[str, Any]:
-    """``torch.load(path, map_location="cpu", weights_only=True)``; :class:`CheckpointError`
-    saying why when the file is missing, unreadable (truncated, empty, not written by
-    ``torch.save``) or holds more than tensors and primitive values."""
+    """``torch.load(path, map_location="cpu", weights_only=True)``; :class:`PathNotFoundError`
+    when the file is missing, :class:`CheckpointError` saying why when it is unreadable
+    (truncated, empty, not written by ``torch.save``) or holds more than tensors and primitive
+    values."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+        raise PathNotFoundError(f"Checkpoint '{path}' does not exist.")
     with open(path, "rb") as f:
         head = f.read(2)
     try:
@@ -139,17 +140,17 @@ class Checkpointer(DetectionCheckpointer):
         return read_checkpoint_file(f)
 
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
-        """detectron2's load; a missing or unreadable file is a :class:`CheckpointError`, which
-        says how to resume from an earlier checkpoint when ``path`` is the one ``--resume`` took."""
+        """detectron2's load; a missing or unreadable file is a user error, which says how to
+        resume from an earlier checkpoint when ``path`` is the one ``--resume`` took."""
         if not path:
             return super().load(path, checkpointables)
         try:
             if not os.path.isfile(path):
-                raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+                raise PathNotFoundError(f"Checkpoint '{path}' does not exist.")
             return super().load(path, checkpointables)
-        except CheckpointError as e:
+        except (CheckpointError, PathNotFoundError) as e:
             if self.has_checkpoint() and os.path.abspath(self.get_checkpoint_file()) == os.path.abspath(path):
-                raise CheckpointError(
+                raise type(e)(
                     f"{e}\nIt is the checkpoint named in {os.path.join(self.save_dir, 'last_checkpoint')} "
                     "(--resume continues from it): write the name of an earlier model_*.pth there to "
                     "resume from that one."
