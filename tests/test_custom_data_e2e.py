@@ -229,11 +229,18 @@ def test_unknown_category_id_and_class_count_mismatch(work):
     assert err.rstrip().endswith("Add this override:\n  model.num_classes=1")
 
 
-def test_missing_config_names_the_closest_recipe(work):
+def test_missing_config_and_annotation_files(work):
     argv = readme_command("train_net.py", "json_file=trees/train.json")
     argv[argv.index(TINY)] = TINY.replace("synthetic", "synthtic")
     err = user_error(run(argv, work, SMALL))
     assert "rtdetr_tiny_synthtic.py" in err and "rtdetr_tiny_synthetic.py" in err
+
+    argv = [a.replace("trees/val.json", "trees/vall.json") for a in readme_command("train_net.py", "json_file=trees/")]
+    err = user_error(run(argv, work, SMALL))
+    assert "dataloader.test.dataset" in err and "trees/vall.json" in err
+    argv = [a.replace("trees_yolo/data.yaml", "trees_yolo/dataa.yaml") for a in readme_command("yolo_yaml=")]
+    err = user_error(run(argv, work, SMALL))
+    assert "dataloader.train.dataset" in err and "trees_yolo/dataa.yaml" in err
 
 
 def test_undecodable_images_skipped_counted_and_resumable(work):

@@ -210,6 +210,18 @@ def test_data_pipeline_mode(bench, tmp_path):
         _positive(r, "images_per_s", "ms_per_batch")
 
 
+def test_image_check_mode(bench, tmp_path):
+    out = tmp_path / "check.json"
+    bench.main(["image-check", "--paths", "3000", "--missing", "0.01", "--threads-check", "4", "--folder",
+                str(tmp_path), "--warmup", "0", "--iters", "1", "--output", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["threads"] for r in rows] == ["1 thread", "4 threads"]
+    for r in rows:
+        assert r["paths"] == 3000 and r["missing"] == 30  # both found exactly the files left out
+        _positive(r, "seconds", "paths_per_s", "speedup")
+    assert not list(tmp_path.glob("image_check_*"))  # generated files removed
+
+
 def test_analyze_model_counts(tmp_path):
     from detectron2.config import instantiate
 
