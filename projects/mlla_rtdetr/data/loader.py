@@ -34,7 +34,7 @@ from detectron2.data.common import DatasetFromList
 from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .checks import listing
 
 __all__ = [
@@ -172,16 +172,17 @@ class TrainLoader:
         self.rank = comm.get_rank() if rank is None else int(rank)
         total_batch_size = int(total_batch_size)
         if total_batch_size <= 0 or total_batch_size % self.world_size:
-            raise ValueError(
-                f"total_batch_size ({total_batch_size}) must be a positive multiple of the world size "
-                f"({self.world_size})"
+            raise ConfigError(
+                f"dataloader.train.total_batch_size={total_batch_size} must be a positive multiple of the "
+                f"number of processes ({self.world_size})."
             )
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} not in [0, {self.world_size})")
         if len(dataset) < total_batch_size:
-            raise ValueError(
-                f"The dataset has {len(dataset)} images, fewer than total_batch_size={total_batch_size}: "
-                "no full batch can be formed (the last partial batch of an epoch is dropped)."
+            raise ConfigError(
+                f"The dataset has {len(dataset)} images, fewer than dataloader.train.total_batch_size="
+                f"{total_batch_size}: no full batch can be formed (the last partial batch of an epoch is "
+                "dropped). Set dataloader.train.total_batch_size to at most the number of images."
             )
         self.total_batch_size = total_batch_size
         self.batch_size = total_batch_size // self.world_size
@@ -190,13 +191,14 @@ class TrainLoader:
         self.num_workers = int(num_workers)
         self.multiscale_sizes = None if multiscale_sizes is None else [int(s) for s in multiscale_sizes]
         if self.multiscale_sizes is not None and not self.multiscale_sizes:
-            raise ValueError("multiscale_sizes is empty; use None to disable multi-scale training")
+            raise ConfigError("dataloader.train.multiscale_sizes is empty; set it to null to disable "
+                              "multi-scale training.")
         self.stop_aug_epoch = None if stop_aug_epoch is None else int(stop_aug_epoch)
         self.seed = 0 if seed is None else int(seed)
         self.shuffle = bool(shuffle)
         self.pin_memory = pin_memory
         if not 0.0 <= float(max_bad_image_share) <= 1.0:
-            raise ValueError(f"max_bad_image_share must be in [0, 1], got {max_bad_image_share}")
+            raise ConfigError(f"dataloader.train.max_bad_image_share must be in [0, 1], got {max_bad_image_share}.")
         self.max_bad_image_share = float(max_bad_image_share)
         self._bad_images: List[Tuple[str, str]] = []
         self.start_iter = 0
