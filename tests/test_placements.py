@@ -14,6 +14,7 @@ import copy
 
 import pytest
 import torch
+from detectron2.layers import ShapeSpec
 from torch import nn
 
 import mlla_rtdetr.modeling.layers.mlla as mlla_layers
@@ -324,3 +325,123 @@ def test_rope_encodes_rows_and_columns_relatively_on_any_grid():
     cos_b, _ = mlla_layers.rope_tables(7, 3, 16)
     a = cos_a.reshape(3, 7, 16).transpose(0, 1)
     torch.testing.assert_close(cos_b.reshape(7, 3, 16)[..., :8], a[..., 8:])
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX export of a model with every placement at once (dynamic batch)
+# ---------------------------------------------------------------------------------------------
+ALL_PLACEMENTS = [
+    "model.encoder.use_encoder_idx=[1,2]", "model.encoder.attention=mlla",
+    "model.encoder.fpn_fusion={name:mlla,num_layers:1}", "model.encoder.pan_fusion=[csprep,mlla]",
+    "model.backbone.stage_blocks={res5:{name:mlla,depth:1}}",
+    "model.backbone.insert_after={res3:mlla_attention,res4:mlla_attention}",
+]
+
+
+def test_every_placement_exports_to_onnx_with_a_dynamic_batch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from mlla_rtdetr.utils.config import load_config
+    from detectron2.config import instantiate
+    from tools_utils import REPO_ROOT, load_tool, spread_weights_
+
+    config = str(REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / "placement_study_synthetic.py")
+    model = spread_weights_(instantiate(load_config(config, ALL_PLACEMENTS).model), seed=0)
+    assert isinstance(model.backbone.res_layers[3], MLLAMapStage) and len(model.backbone.after_stage) == 2
+    ckpt = tmp_path / "placements.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    report = tmp_path / "report.json"
+    result = load_tool("export_onnx").main(
+        ["--config-file", config, "--checkpoint", str(ckpt), "--output", str(tmp_path / "m.onnx"),
+         "--input-size", "96", "160", "--check-batch", "3", "--report", str(report), *ALL_PLACEMENTS])
+    assert result["passed"]
+    import json
+
+    saved = json.loads(report.read_text())
+    assert saved["shapes"]["pred_boxes"] == [3, 40, 4]  # traced at batch 2, run at batch 3
+    assert max(saved["max_abs_diff_matched"].values()) <= 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet initialisation of the hybrid backbone (tools/convert_mlla_checkpoint.py --target hybrid)
+# ---------------------------------------------------------------------------------------------
+def test_hybrid_recipe_init_from_imagenet_resnet_and_mlla(tmp_path):
+    """The command of the hybrid recipe's docstring and the model zoo README, on stand-ins for the
+    official ImageNet files (same formats, random values): every backbone tensor gets a source."""
+    import subprocess
+    import sys
+
+    from mlla_rtdetr.modeling.backbone.mlla import build_mlla_classifier
+    from mlla_rtdetr.utils.config import build_model, load_config
+    from tools_utils import REPO_ROOT
+
+    torch.manual_seed(0)
+    mlla_t = build_mlla_classifier("mlla_t")
+    torch.save({"model": mlla_t.state_dict()}, tmp_path / "MLLA_T.pth")  # official layout: under "model"
+    resnet = PResNet(depth=18, out_features=("res2", "res3", "res4", "res5"))
+    torch.save(resnet.state_dict(), tmp_path / "ResNet18_vd.pth")  # official layout: a bare state dict
+    recipe = str(REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / "mlla_hybrid_r18vd_120e_coco.py")
+    out = tmp_path / "hybrid_r18_in1k.pth"
+    proc = subprocess.run([sys.executable, "tools/convert_mlla_checkpoint.py", "--target", "hybrid",
+                           "--input", str(tmp_path / "MLLA_T.pth"), "--resnet-vd", str(tmp_path / "ResNet18_vd.pth"),
+                           "--config", recipe, "--output", str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "0 tensors  keep their initialisation" in proc.stdout
+    # train.init_checkpoint loads it by name into the detector
+    model = build_model(load_config(recipe, [f"train.init_checkpoint={out}"]), device="cpu")
+    b, m, r = model.backbone.state_dict(), mlla_t.state_dict(), resnet.state_dict()
+    assert torch.equal(b["conv1.conv1_1.conv.weight"], r["conv1.conv1_1.conv.weight"])
+    assert torch.equal(b["res_layers.1.blocks.1.branch2b.conv.weight"], r["res_layers.1.blocks.1.branch2b.conv.weight"])
+    assert torch.equal(b["res_layers.2.downsample.conv.conv.weight"], r["res_layers.2.blocks.0.short.conv.conv.weight"])
+    assert torch.equal(b["res_layers.3.downsample.conv.norm.running_var"], r["res_layers.3.blocks.0.short.conv.norm.running_var"])
+    assert torch.equal(b["res_layers.2.stage.blocks.0.attn.qk.weight"], m["layers.2.blocks.0.attn.qk.weight"])
+    assert torch.equal(b["res_layers.3.stage.blocks.0.mlp.fc2.weight"], m["layers.3.blocks.0.mlp.fc2.weight"])
+
+
+# ---------------------------------------------------------------------------------------------
+# RT-DETR-R18-cost recipes: the R18 recipe plus one placement, nothing else
+# ---------------------------------------------------------------------------------------------
+def _flat(node, prefix=""):
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        out = {}
+        for k in node.keys():
+            out.update(_flat(node._get_node(k), f"{prefix}{k}."))
+        return out
+    if isinstance(node, ListConfig):
+        return {prefix[:-1]: OmegaConf.to_container(node)}
+    value = node._value() if hasattr(node, "_value") else node
+    return {prefix[:-1]: value}
+
+
+R18_PLACEMENT_RECIPES = {
+    "mlla_fusion_r18vd_120e_coco.py": {
+        "model.encoder.fpn_fusion.name": "mlla", "model.encoder.fpn_fusion.num_layers": 1,
+        "model.encoder.pan_fusion.name": "mlla", "model.encoder.pan_fusion.num_layers": 1},
+    "mlla_hybrid_r18vd_120e_coco.py": {
+        "model.backbone.stage_blocks.res4.name": "mlla", "model.backbone.stage_blocks.res4.depth": 1,
+        "model.backbone.stage_blocks.res5.name": "mlla", "model.backbone.stage_blocks.res5.depth": 1},
+    "mlla_attn_r18vd_120e_coco.py": {
+        "model.backbone.insert_after.res4.name": "mlla_attention",
+        "model.backbone.insert_after.res5.name": "mlla_attention"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(R18_PLACEMENT_RECIPES))
+def test_r18_placement_recipes_change_only_the_placement(name):
+    from detectron2.config import LazyConfig, instantiate
+
+    from tools_utils import REPO_ROOT
+
+    cfg_dir = REPO_ROOT / "projects" / "mlla_rtdetr" / "configs"
+    base = _flat(LazyConfig.load(str(cfg_dir / "rtdetrv2_r18vd_120e_coco.py")))
+    cfg = LazyConfig.load(str(cfg_dir / name))
+    got = _flat(cfg)
+    changed = {k: v for k, v in got.items() if base.get(k, "<absent>") != v}
+    assert changed.pop("train.output_dir") == f"./output/{name[:-3]}"
+    assert changed == R18_PLACEMENT_RECIPES[name]
+    assert not [k for k in base if k not in got]
+    backbone = instantiate(cfg.model.backbone)
+    assert backbone.output_shape() == {"res3": ShapeSpec(channels=128, stride=8), "res4": ShapeSpec(channels=256, stride=16),
+                                       "res5": ShapeSpec(channels=512, stride=32)}

@@ -99,19 +99,19 @@ def fill_latency(results, input_size, threads, device: str, iters: int) -> None:
             logging.warning(f"{r.run_dir}: no sweep_run.json with a config file; cannot time its model.")
             continue
         key = model_key(cfg)
-        if key not in groups:
+        if key not in groups:  # named after its first run in the progress messages
             size = input_size or default_input_size(cfg)
-            groups[key] = (inference_spec(r.record, size, threads, device), [])
-        groups[key][1].append(r)
+            groups[key] = (r.name, inference_spec(r.record, size, threads, device), [])
+        groups[key][2].append(r)
     if not groups:
         return
     logging.info(f"Timing {len(groups)} distinct model(s) interleaved ({iters} calls each) ...")
-    timed = measure_latencies({k: spec for k, (spec, _) in groups.items()}, iters=iters,
+    timed = measure_latencies({name: spec for name, spec, _ in groups.values()}, iters=iters,
                               progress=lambda m: logging.info(f"latency: {m}"))
-    for key, (_, runs) in groups.items():
+    for name, _, runs in groups.values():
         for r in runs:
-            merge_model_stats(r.run_dir, timed[key])
-            r.stats["latency_ms"] = timed[key]["latency_ms"]
+            merge_model_stats(r.run_dir, timed[name])
+            r.stats["latency_ms"] = timed[name]["latency_ms"]
 
 
 def main(argv=None) -> int:
