@@ -366,16 +366,17 @@ def test_every_placement_exports_to_onnx_with_a_dynamic_batch(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def test_hybrid_recipe_init_from_imagenet_resnet_and_mlla(tmp_path):
     """The command of the hybrid recipe's docstring and the model zoo README, on stand-ins for the
-    official ImageNet files (same formats, random values): every backbone tensor gets a source."""
+    official ImageNet files (same formats and widths, random values; the MLLA-T stand-in has one
+    block per stage): every backbone tensor gets a source."""
     import subprocess
     import sys
 
-    from mlla_rtdetr.modeling.backbone.mlla import build_mlla_classifier
+    from mlla_rtdetr.modeling.backbone.mlla import MLLAClassifier
     from mlla_rtdetr.utils.config import build_model, load_config
     from tools_utils import REPO_ROOT
 
     torch.manual_seed(0)
-    mlla_t = build_mlla_classifier("mlla_t")
+    mlla_t = MLLAClassifier(embed_dim=64, depths=(1, 1, 1, 1), num_heads=(2, 4, 8, 16))  # MLLA-T widths / heads
     torch.save({"model": mlla_t.state_dict()}, tmp_path / "MLLA_T.pth")  # official layout: under "model"
     resnet = PResNet(depth=18, out_features=("res2", "res3", "res4", "res5"))
     torch.save(resnet.state_dict(), tmp_path / "ResNet18_vd.pth")  # official layout: a bare state dict

@@ -88,28 +88,26 @@ def hybrid_imagenet_init(backbone: StagedBackbone, resnet_vd: Optional[Mapping] 
         out[key] = value.to(own[key].dtype)
         report.add(what, key)
 
-    replaced = {name: stage for name, stage in zip(backbone.stage_names, backbone.stages)
+    replaced = {name: (path, stage) for name, path, stage in zip(backbone.stage_names, backbone.stage_paths,
+                                                                 backbone.stage_modules())
                 if isinstance(stage, MLLAMapStage)}
-    attribute = backbone._stages_attribute
     if resnet_vd is not None:
         state, _ = convert_official_resnet_vd(resnet_vd)
         for k, v in state.items():
             if k in own and tuple(v.shape) == tuple(own[k].shape):
                 put(k, v, "ResNet-vd -> same key")
-        for name, stage in replaced.items():
-            i = backbone.stage_names.index(name)
+        for name, (path, stage) in replaced.items():
             if stage.downsample is None or isinstance(stage.downsample, PatchMerging):
                 continue
-            short = f"{attribute}.{i}.blocks.0.short."
+            short = f"{path}.blocks.0.short."
             for k, v in state.items():
                 if k.startswith(short):
-                    put(f"{attribute}.{i}.downsample." + k[len(short):], v, "ResNet-vd first-block shortcut -> MLLA stage downsample")
+                    put(f"{path}.downsample." + k[len(short):], v, "ResNet-vd first-block shortcut -> MLLA stage downsample")
     if mlla is not None:
         state, _ = convert_official_mlla(mlla, target="backbone")
         heads = mlla_heads or {0: 2, 1: 4, 2: 8, 3: 16}
         available = _mlla_stages(state)
-        for name, stage in replaced.items():
-            i = backbone.stage_names.index(name)
+        for name, (path, stage) in replaced.items():
             blocks = stage.stage.blocks
             match = [k for k, (width, depth) in sorted(available.items())
                      if width == stage.out_channels and heads.get(k) == blocks[0].attn.num_heads
@@ -124,12 +122,12 @@ def hybrid_imagenet_init(backbone: StagedBackbone, resnet_vd: Optional[Mapping] 
                 src = f"layers.{k}.blocks.{j}."
                 for key, v in state.items():
                     if key.startswith(src):
-                        put(f"{attribute}.{i}.stage.blocks.{j}." + key[len(src):], v, f"MLLA layers.{k}.blocks -> {name}")
+                        put(f"{path}.stage.blocks.{j}." + key[len(src):], v, f"MLLA layers.{k}.blocks -> {name}")
             if isinstance(stage.downsample, PatchMerging) and k > 0:
                 src = f"layers.{k - 1}.downsample."
                 for key, v in state.items():
                     if key.startswith(src):
-                        put(f"{attribute}.{i}.downsample." + key[len(src):], v, f"MLLA layers.{k - 1}.downsample -> {name}")
+                        put(f"{path}.downsample." + key[len(src):], v, f"MLLA layers.{k - 1}.downsample -> {name}")
     if not out:
         raise CheckpointConversionError("Neither a ResNet-vd nor an MLLA checkpoint provided any tensor.")
     report.kept_init = [k for k in own if k not in out]

@@ -208,7 +208,8 @@ class PResNet(StagedBackbone):
                 f"freezes; a new stage must train (lower freeze_at)."
             )
         # After freezing: replaced / inserted blocks are new and keep trainable norms.
-        self.set_stages("res_layers", _STAGE_NAMES[:num_stages], infos, stage_blocks, insert_after)
+        self.set_stages([f"res_layers.{i}" for i in range(num_stages)], _STAGE_NAMES[:num_stages], infos,
+                        stage_blocks, insert_after)
 
     @staticmethod
     def _freeze(module: nn.Module) -> None:

@@ -24,12 +24,14 @@ prefix with the new block's keys below it; inserted blocks live under ``after_st
 
 Subclasses build their stem and stages, describe them with :meth:`StagedBackbone.set_stages` and
 implement :meth:`forward_stem`; :class:`~mlla_rtdetr.modeling.backbone.resnet_vd.PResNet` is one.
+Stages are named by their module paths, so they may live in any container (a ``ModuleList``, a
+wrapped model's ``ModuleDict``...) and keep their own key names.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from detectron2.modeling import Backbone
@@ -57,26 +59,27 @@ class StageInfo:
 class StagedBackbone(Backbone):
     """A detectron2 ``Backbone`` that is ``forward_stem`` followed by stages in order.
 
-    Subclasses call :meth:`set_stages` at the end of their constructor with the name of their
-    ``nn.ModuleList`` attribute holding the stages (whatever it is, so official key names stay),
-    the stage names and :class:`StageInfo`, and the ``stage_blocks`` / ``insert_after`` arguments
-    they were given.
+    Subclasses call :meth:`set_stages` at the end of their constructor with the module paths of
+    their stages (e.g. ``res_layers.0``, ...; official key names stay), the stage names and
+    :class:`StageInfo`, and the ``stage_blocks`` / ``insert_after`` arguments they were given.
     """
 
-    def set_stages(self, attribute: str, names: Sequence[str], infos: Sequence[StageInfo],
+    def set_stages(self, paths: Sequence[str], names: Sequence[str], infos: Sequence[StageInfo],
                    stage_blocks: Optional[Mapping] = None, insert_after: Optional[Mapping] = None) -> None:
-        stages = getattr(self, attribute)
-        if not (len(stages) == len(names) == len(infos)):
-            raise ValueError(f"{len(stages)} stages, {len(names)} names and {len(infos)} infos differ.")
-        self._stages_attribute = attribute
+        if not (len(paths) == len(names) == len(infos)):
+            raise ValueError(f"{len(paths)} stage paths, {len(names)} names and {len(infos)} infos differ.")
+        for path in paths:
+            self.get_submodule(path)  # exists
+        self.stage_paths = tuple(paths)
         self.stage_names = tuple(names)
         self.stage_infos: Dict[str, StageInfo] = dict(zip(names, infos))
         self.stage_blocks = self._specs(stage_blocks, "stage_blocks")
         self.insert_after = self._specs(insert_after, "insert_after")
         for name, spec in self.stage_blocks.items():
-            i = self.stage_names.index(name)
             info = self.stage_infos[name]
-            stages[i] = self._build(spec, name, info.in_channels, info.out_channels, info.stride, info.depth)
+            parent, _, child = self.stage_paths[self.stage_names.index(name)].rpartition(".")
+            block = self._build(spec, name, info.in_channels, info.out_channels, info.stride, info.depth)
+            setattr(self.get_submodule(parent) if parent else self, child, block)
         self.after_stage = nn.ModuleDict({
             name: self._build(spec, name, self.stage_infos[name].out_channels,
                               self.stage_infos[name].out_channels, 1, 1)
@@ -106,10 +109,9 @@ class StagedBackbone(Backbone):
         except KeyError as e:
             raise ConfigError(f"Stage block of '{stage}': {e.args[0]}") from None
 
-    @property
-    def stages(self) -> nn.ModuleList:
-        """The stages in order (the subclass's ModuleList)."""
-        return getattr(self, self._stages_attribute)
+    def stage_modules(self) -> List[nn.Module]:
+        """The stage modules in order."""
+        return [self.get_submodule(p) for p in self.stage_paths]
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) image -> input map of the first stage."""
@@ -119,7 +121,7 @@ class StagedBackbone(Backbone):
         """x: (B, 3, H, W) -> {name: (B, C_name, H / stride, W / stride)} for the out_features."""
         x = self.forward_stem(x)
         outputs = {}
-        for name, stage in zip(self.stage_names, self.stages):
+        for name, stage in zip(self.stage_names, self.stage_modules()):
             x = stage(x)
             if name in self.after_stage:
                 x = self.after_stage[name](x)
