@@ -13,7 +13,6 @@ import yaml
 
 from sweep_utils import DATASET_KNOBS, REPO, env, tail
 
-pytestmark = pytest.mark.slow
 
 SWEEP_FILE = REPO / "projects" / "mlla_rtdetr" / "configs" / "sweeps" / "placements.txt"
 PLACEMENTS = ["none", "intra_s5", "intra_s4s5", "fusion", "hybrid", "attention"]
@@ -37,6 +36,7 @@ def _losses(run_dir):
     return [x["total_loss"] for x in lines if "total_loss" in x]
 
 
+@pytest.mark.slow
 def test_placement_sweep_file_trains_every_placement_and_makes_the_table(tmp_path):
     from mlla_rtdetr.data.datasets import SyntheticShapesConfig, ensure_synthetic_shapes
 
@@ -87,3 +87,39 @@ def test_placement_sweep_file_trains_every_placement_and_makes_the_table(tmp_pat
     for placement in PLACEMENTS[1:]:  # every placement changes the model
         assert stats[placement]["params"] != stats["none"]["params"], placement
         assert stats[placement]["gflops"] != stats["none"]["gflops"], placement
+
+
+def test_the_sweep_file_runs_the_study_at_coco_scale(tmp_path):
+    """The README's cluster command (dry run: the plan) and every line's overrides on the COCO
+    R18 recipe build the placement they name."""
+    from detectron2.config import instantiate
+
+    from mlla_rtdetr.modeling.backbone.mlla_stages import MLLAMapStage
+    from mlla_rtdetr.modeling.encoder.mlla_intra_scale import MLLAIntraScale
+    from mlla_rtdetr.sweep.plan import load_run_list
+    from mlla_rtdetr.utils.config import load_config
+
+    coco = REPO / "projects" / "mlla_rtdetr" / "configs" / "rtdetrv2_r18vd_120e_coco.py"
+    proc = subprocess.run(
+        [sys.executable, "tools/sweep.py", "--config-file", str(coco), "--runs-file", str(SWEEP_FILE),
+         "--set", "train.seed=0,1,2", "--output-dir", str(tmp_path / "placements_coco"), "--backend", "slurm",
+         "--nodes", "1", "--gpus-per-node", "8", "--partition", "gpu", "--time", "24:00:00", "--dry-run"],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Sweep plan: 18 run(s)" in proc.stdout and "18 to run (slurm backend)" in proc.stdout
+    assert f"{tmp_path / 'placements_coco'}/placement=hybrid,seed=2" in proc.stdout
+
+    runs = {dict(r.labels)["placement"]: list(r.overrides) for r in load_run_list(str(SWEEP_FILE))}
+    assert list(runs) == PLACEMENTS
+    for placement, overrides in runs.items():
+        model = load_config(str(coco), overrides).model
+        backbone, encoder = instantiate(model.backbone), instantiate(model.encoder)
+        mlla_encoder = [isinstance(b, MLLAIntraScale) for b in encoder.encoder]
+        mlla_fusion = [isinstance(b.bottlenecks, MLLAIntraScale) for b in list(encoder.fpn_blocks) + list(encoder.pan_blocks)]
+        mlla_stages = [isinstance(s, MLLAMapStage) for s in backbone.stage_modules()]
+        found = {"intra": mlla_encoder, "fusion": mlla_fusion, "stages": mlla_stages, "after": list(backbone.after_stage)}
+        expected = {"intra": {"intra_s5": [True], "intra_s4s5": [True, True]}.get(placement, [False]),
+                    "fusion": [placement == "fusion"] * 4,
+                    "stages": [False, False] + [placement == "hybrid"] * 2,
+                    "after": ["res4", "res5"] if placement == "attention" else []}
+        assert found == expected, placement
