@@ -273,17 +273,24 @@ def test_the_symmetry_check_catches_the_community_bugs(monkeypatch, bug):
         monkeypatch.setattr(mlla_layers, "map_to_tokens", lambda x: x.reshape(x.shape[0], -1, x.shape[1]))
         monkeypatch.setattr(mlla_layers, "tokens_to_map", lambda x, hw: x.reshape(x.shape[0], x.shape[2], *hw))
     else:
-        def width_only(h, w, dim, base=10000, device=None, dtype=torch.float32):
-            theta = 1 / (base ** (torch.arange(dim // 2) / (dim // 2)))
-            angles = (torch.arange(w)[:, None] * theta).expand(h, w, dim // 2)
+        def width_only(h, w, dim, base, device, dtype):
+            theta = 1 / (base ** (torch.arange(dim // 2, device=device) / (dim // 2)))
+            angles = (torch.arange(w, device=device)[:, None] * theta).expand(h, w, dim // 2)
             cos2 = angles.cos().repeat_interleave(2, dim=-1).reshape(h * w, dim)
             sin2 = torch.stack([-angles.sin(), angles.sin()], dim=-1).reshape(h * w, dim)
             return cos2.to(dtype), sin2.to(dtype)
 
-        monkeypatch.setattr(mlla_layers, "rope_tables", width_only)
-    stage = MLLAMapStage(32, 32, depth=1, num_heads=1)
-    with pytest.raises(AssertionError):
-        assert_transpose_equivariant(stage, torch.randn(2, 32, 6, 11))
+        monkeypatch.setattr(mlla_layers, "_rope_tables_uncached", width_only)
+    caches = [f for f in vars(mlla_layers).values() if hasattr(f, "cache_clear")]  # RoPE tables per size
+    for f in caches:
+        f.cache_clear()
+    try:
+        stage = MLLAMapStage(32, 32, depth=1, num_heads=1)
+        with pytest.raises(AssertionError):
+            assert_transpose_equivariant(stage, torch.randn(2, 32, 6, 11))
+    finally:
+        for f in caches:
+            f.cache_clear()
 
 
 def test_tokens_are_positions_in_row_major_order():
