@@ -15,7 +15,8 @@ from sweep_utils import DATASET_KNOBS, REPO, env, tail
 
 
 SWEEP_FILE = REPO / "projects" / "mlla_rtdetr" / "configs" / "sweeps" / "placements.txt"
-PLACEMENTS = ["none", "intra_s5", "intra_s4s5", "fusion", "hybrid", "attention"]
+PLACEMENTS = ["none", "intra_s5", "intra_s4s5", "fusion", "hybrid", "attention", "hybrid+intra_s5",
+              "hybrid+intra_s4s5"]
 
 RECIPE = '''"""Test recipe: the placement study's base recipe on 64 + 16 synthetic images."""
 from mlla_rtdetr.config import get_config
@@ -67,6 +68,9 @@ def test_placement_sweep_file_trains_every_placement_and_makes_the_table(tmp_pat
         "name": "mlla", "num_layers": 1}
     assert configs["hybrid"]["backbone"]["stage_blocks"] == {s: {"name": "mlla", "depth": 1} for s in ("res4", "res5")}
     assert configs["attention"]["backbone"]["insert_after"] == {"res4": "mlla_attention", "res5": "mlla_attention"}
+    for k in ("hybrid+intra_s5", "hybrid+intra_s4s5"):
+        assert configs[k]["backbone"]["stage_blocks"] == configs["hybrid"]["backbone"]["stage_blocks"]
+    assert enc["hybrid+intra_s5"] == enc["intra_s5"] and enc["hybrid+intra_s4s5"] == enc["intra_s4s5"]
     for k in ("none", "intra_s5", "intra_s4s5"):
         assert not {"fpn_fusion", "pan_fusion"} & set(configs[k]["encoder"])
         assert not {"stage_blocks", "insert_after"} & set(configs[k]["backbone"])
@@ -83,7 +87,7 @@ def test_placement_sweep_file_trains_every_placement_and_makes_the_table(tmp_pat
              for r in rows}
     for placement, s in stats.items():
         assert s["gflops"] > 0 and s["latency_ms"] > 0 and s["latency_setup"]["input_size"] == [128, 128]
-        assert "interleaved with 5 other model(s)" in s["latency_setup"]["method"]
+        assert "interleaved with 7 other model(s)" in s["latency_setup"]["method"]
     for placement in PLACEMENTS[1:]:  # every placement changes the model
         assert stats[placement]["params"] != stats["none"]["params"], placement
         assert stats[placement]["gflops"] != stats["none"]["gflops"], placement
@@ -106,20 +110,22 @@ def test_the_sweep_file_runs_the_study_at_coco_scale(tmp_path):
          "--nodes", "1", "--gpus-per-node", "8", "--partition", "gpu", "--time", "24:00:00", "--dry-run"],
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "Sweep plan: 18 run(s)" in proc.stdout and "18 to run (slurm backend)" in proc.stdout
+    assert "Sweep plan: 24 run(s)" in proc.stdout and "24 to run (slurm backend)" in proc.stdout
     assert f"{tmp_path / 'placements_coco'}/placement=hybrid,seed=2" in proc.stdout
 
     runs = {dict(r.labels)["placement"]: list(r.overrides) for r in load_run_list(str(SWEEP_FILE))}
     assert list(runs) == PLACEMENTS
     for placement, overrides in runs.items():
+        parts = placement.split("+")
         model = load_config(str(coco), overrides).model
         backbone, encoder = instantiate(model.backbone), instantiate(model.encoder)
         mlla_encoder = [isinstance(b, MLLAIntraScale) for b in encoder.encoder]
         mlla_fusion = [isinstance(b.bottlenecks, MLLAIntraScale) for b in list(encoder.fpn_blocks) + list(encoder.pan_blocks)]
         mlla_stages = [isinstance(s, MLLAMapStage) for s in backbone.stage_modules()]
         found = {"intra": mlla_encoder, "fusion": mlla_fusion, "stages": mlla_stages, "after": list(backbone.after_stage)}
-        expected = {"intra": {"intra_s5": [True], "intra_s4s5": [True, True]}.get(placement, [False]),
-                    "fusion": [placement == "fusion"] * 4,
-                    "stages": [False, False] + [placement == "hybrid"] * 2,
-                    "after": ["res4", "res5"] if placement == "attention" else []}
+        intra = [p for p in parts if p.startswith("intra")]
+        expected = {"intra": {"intra_s5": [True], "intra_s4s5": [True, True]}[intra[0]] if intra else [False],
+                    "fusion": ["fusion" in parts] * 4,
+                    "stages": [False, False] + ["hybrid" in parts] * 2,
+                    "after": ["res4", "res5"] if "attention" in parts else []}
         assert found == expected, placement
