@@ -110,6 +110,8 @@ def test_mlla_recipes_load():
         "mlla_fusion_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
         "mlla_hybrid_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
         "mlla_attn_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
+        "mlla_hybrid_enc_s5_r18vd_120e_coco.py": ("PResNet", ["mlla"], [2]),
+        "mlla_hybrid_enc_s4s5_r18vd_120e_coco.py": ("PResNet", ["mlla", "mlla"], [1, 2]),
     }
     assert sorted(p.name for p in cfg_dir.glob("mlla*.py")) == sorted(expect)
     for name, (backbone, attention, levels) in expect.items():

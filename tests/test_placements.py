@@ -11,6 +11,7 @@ are swapped. It holds only if tokens are laid out by position, RoPE encodes both
 runtime grid, and nothing assumes H == W.
 """
 import copy
+import math
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from mlla_rtdetr.modeling.backbone.mlla_stages import MLLAMapStage
 from mlla_rtdetr.modeling.encoder import FUSION_BLOCKS, CSPRepLayer, HybridEncoder, RepVggBlock
 from mlla_rtdetr.modeling.encoder.mlla_intra_scale import MLLAIntraScale
 from mlla_rtdetr.modeling.layers import LinearAttention, MLLABlock, RoPE2D, map_to_tokens, tokens_to_map
+from tools_utils import spread_weights_
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,7 +51,10 @@ def transposed_twin(module: nn.Module) -> nn.Module:
 
 
 def assert_transpose_equivariant(module: nn.Module, x: torch.Tensor) -> None:
-    module = module.eval()
+    """f_twin(x^T) == f(x)^T. The weights are re-drawn well spread first: at MLLA's training init
+    q and k are so small that RoPE moves the outputs by ~1e-4, too little for the check to see a
+    wrong position encoding; spread, a wrong one moves them by ~1e-1."""
+    module = spread_weights_(module).eval()
     twin = transposed_twin(module)
     with torch.no_grad():
         y, y_t = module(x), twin(x.transpose(-1, -2).contiguous())
@@ -265,13 +270,23 @@ def test_transposing_the_image_transposes_every_output():
     assert_transpose_equivariant(MLLAIntraScale(32, 1, 64, num_layers=1), torch.randn(2, 32, 3, 7))
 
 
-@pytest.mark.parametrize("bug", ["reshape_tokens", "width_only_rope"])
+@pytest.mark.parametrize("bug", ["reshape_tokens", "width_only_rope", "square_grid_rope"])
 def test_the_symmetry_check_catches_the_community_bugs(monkeypatch, bug):
-    """The same check fails when tokens are made with reshape (NCHW memory read as (N, C)) or when
-    RoPE rotates every channel pair by the column index only."""
+    """The same check fails when tokens are made with reshape (NCHW memory read as (N, C)), when
+    RoPE rotates every channel pair by the column index only, or when RoPE assumes a square grid
+    (side ``isqrt(N)``, positions taken from its first N cells) on a non-square map."""
     if bug == "reshape_tokens":
         monkeypatch.setattr(mlla_layers, "map_to_tokens", lambda x: x.reshape(x.shape[0], -1, x.shape[1]))
         monkeypatch.setattr(mlla_layers, "tokens_to_map", lambda x, hw: x.reshape(x.shape[0], x.shape[2], *hw))
+    elif bug == "square_grid_rope":
+        correct = mlla_layers._rope_tables_uncached
+
+        def square_grid(h, w, dim, base, device, dtype):
+            side = math.isqrt(h * w)
+            cos, sin = correct(side, -(-h * w // side), dim, base, device, dtype)
+            return cos[: h * w], sin[: h * w]
+
+        monkeypatch.setattr(mlla_layers, "_rope_tables_uncached", square_grid)
     else:
         def width_only(h, w, dim, base, device, dtype):
             theta = 1 / (base ** (torch.arange(dim // 2, device=device) / (dim // 2)))
@@ -349,7 +364,7 @@ def test_every_placement_exports_to_onnx_with_a_dynamic_batch(tmp_path):
     pytest.importorskip("onnxruntime")
     from mlla_rtdetr.utils.config import load_config
     from detectron2.config import instantiate
-    from tools_utils import REPO_ROOT, load_tool, spread_weights_
+    from tools_utils import REPO_ROOT, load_tool
 
     config = str(REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / "placement_study_synthetic.py")
     model = spread_weights_(instantiate(load_config(config, ALL_PLACEMENTS).model), seed=0)
