@@ -1,4 +1,4 @@
-"""Base recipe of the CPU placement study (``projects/mlla_rtdetr/sweeps/placements.txt``): a small
+"""Base recipe of the CPU placement study (``projects/mlla_rtdetr/configs/sweeps/placements.txt``): a small
 RT-DETR-R18-like model - the "none" placement, i.e. the convolutional / AIFI baseline - trained
 on the embedded ``synthetic_shapes`` dataset at the scale of the ``make demo`` recipe.
 
@@ -13,7 +13,7 @@ Each placement of the study is a set of overrides on this recipe; the same overr
 ``rtdetrv2_r18vd_120e_coco.py`` for the study at COCO scale (see the model zoo README)::
 
     python tools/sweep.py --config-file projects/mlla_rtdetr/configs/placement_study_synthetic.py \\
-        --runs-file projects/mlla_rtdetr/sweeps/placements.txt --set train.seed=0,1,2 \\
+        --runs-file projects/mlla_rtdetr/configs/sweeps/placements.txt --set train.seed=0,1,2 \\
         --output-dir output/sweeps/placements
 """
 from .mlla_rtdetr_demo_synthetic import IMAGE_SIZE, dataloader, lr_multiplier, optimizer, train  # noqa: F401
