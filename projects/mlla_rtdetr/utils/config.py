@@ -60,9 +60,11 @@ def load_weights(model: torch.nn.Module, checkpoint: str, use_ema: bool = True) 
     """Load a checkpoint into ``model`` with the engine's loader (checkpoints of this code base,
     official RT-DETR / MLLA ones, plain state dicts). With ``use_ema`` the EMA weights of a
     training checkpoint are used when it holds them (they are the ones evaluated)."""
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"Checkpoint '{checkpoint}' does not exist.")
     from mlla_rtdetr.engine import load_init_checkpoint
+    from mlla_rtdetr.engine.checkpoint import is_url
+
+    if not is_url(checkpoint) and not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"Checkpoint '{checkpoint}' does not exist.")
 
     # The engine loads the model weights into `model`, then the EMA weights into `ema.module`,
     # which is the same model here: the EMA weights win when present, else nothing changes.
