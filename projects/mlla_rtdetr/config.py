@@ -15,9 +15,9 @@ it describes instead of repeating them::
 
 They read :meth:`Backbone.output_shape` of the backbone the given LazyCall node builds (outputs
 ordered by stride, the order the meta-architecture feeds them to the encoder), so swapping the
-backbone of a recipe needs no other edit. The node is built once per distinct config, on the
-CPU, with the global torch RNG saved and restored: resolving never changes the random
-initialisation of the model built afterwards.
+backbone of a recipe needs no other edit. The node is built once per distinct config (on the
+``meta`` device when its constructor allows it), with the global torch RNG saved and restored:
+resolving never changes the random initialisation of the model built afterwards.
 """
 from __future__ import annotations
 
@@ -57,8 +57,9 @@ _SHAPE_CACHE: Dict[str, List[Tuple[int, int]]] = {}
 
 def backbone_output_levels(backbone_cfg) -> List[Tuple[int, int]]:
     """``[(channels, stride), ...]`` of the outputs of the backbone a LazyCall config builds,
-    sorted by stride. The backbone is instantiated on the CPU with the torch RNG state restored
-    afterwards; results are cached per config content."""
+    sorted by stride. The backbone is instantiated on the ``meta`` device (on the CPU when its
+    constructor needs real values) with the torch RNG state restored afterwards; results are
+    cached per config content."""
     if isinstance(backbone_cfg, DictConfig):
         key = repr(OmegaConf.to_container(backbone_cfg, resolve=True))
     else:
@@ -66,8 +67,13 @@ def backbone_output_levels(backbone_cfg) -> List[Tuple[int, int]]:
     if key not in _SHAPE_CACHE:
         from detectron2.config import instantiate
 
-        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
-            backbone = instantiate(backbone_cfg)
+        with torch.random.fork_rng(devices=[]):
+            try:  # no memory, no weight init; constructors that compute on values need real tensors
+                with torch.device("meta"):
+                    backbone = instantiate(backbone_cfg)
+            except Exception:
+                with torch.device("cpu"):
+                    backbone = instantiate(backbone_cfg)
         if not hasattr(backbone, "output_shape"):
             from .errors import ConfigError
 
