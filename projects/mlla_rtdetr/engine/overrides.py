@@ -153,26 +153,32 @@ def _parse_value(override: str):
 
 def _node_replacement(cfg, key: str, value):
     """The new node when ``value`` is a LazyCall dict whose ``_target_`` differs from the one at
-    ``key``; None when the override is an ordinary (merging) update."""
+    ``key``; None when the override is an ordinary (merging) update. Either way the dict's keys
+    must be arguments of its target."""
     if not (isinstance(value, dict) and "_target_" in value):
         return None
     node = OmegaConf.select(cfg, key, default=None)
-    if not isinstance(node, DictConfig) or node.get("_target_", None) == value["_target_"]:
+    if not isinstance(node, DictConfig) or "_target_" not in node:
         return None
+    try:
+        target = locate(value["_target_"]) if isinstance(value["_target_"], str) else value["_target_"]
+    except Exception:
+        raise OverrideError(f"'{key}': cannot import _target_ '{value['_target_']}'.") from None
+    own = node._get_node("_target_")
+    own = own._value() if hasattr(own, "_value") else own
+    try:
+        own = locate(own) if isinstance(own, str) else own
+    except Exception:
+        own = None
     new = OmegaConf.create(value, flags={"allow_objects": True})
     params = _target_params(new)
-    if params is None:
-        try:
-            locate(value["_target_"])
-        except Exception:
-            raise OverrideError(f"'{key}': cannot import _target_ '{value['_target_']}'.") from None
-    else:
+    if params is not None:
         bad = [k for k in value if k != "_target_" and k not in params]
         if bad:
             raise UnknownConfigKeyError(
                 f"'{key}': {value['_target_']} takes no argument(s) {bad}; it takes {params}."
             )
-    return new
+    return None if own is target else new
 
 
 def apply_overrides(cfg, overrides: Iterable[str]):

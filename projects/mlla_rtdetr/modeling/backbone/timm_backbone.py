@@ -90,7 +90,7 @@ class TimmBackbone(Backbone):
         if out_indices is None:
             out_indices = self._levels_at_strides(levels, RTDETR_STRIDES, model_name)
         out_indices = [i % len(levels) for i in out_indices]
-        returned = list(self.body.feature_info.out_indices)
+        returned = [i % len(levels) for i in self.body.feature_info.out_indices]
         missing = [i for i in out_indices if i not in returned]
         if missing:  # defensive: timm returned other levels than asked for
             raise ConfigError(f"timm model '{model_name}' does not return feature levels {missing}.")
