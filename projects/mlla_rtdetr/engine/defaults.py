@@ -156,12 +156,20 @@ def resolve_training_length(cfg: DictConfig, iters_per_epoch: Optional[int]) -> 
 
 # ----------------------------------------------------------------------------- builders
 def _dataset_names(cfg: DictConfig, split: str):
+    """Dataset names of a split; a COCO-format set given by ``json_file`` / ``image_root`` is
+    registered first (as building its loader would), so its metadata can be checked now."""
     try:
-        names = cfg.dataloader[split].dataset.names
+        dataset = cfg.dataloader[split].dataset
+        names = dataset.names
     except Exception:
         return []
     if names is None:
         return []
+    json_file, image_root = dataset.get("json_file", None), dataset.get("image_root", None)
+    if isinstance(names, str) and json_file and image_root:
+        from mlla_rtdetr.data.datasets.coco import register_coco_format
+
+        register_coco_format(names, json_file, image_root)
     return [names] if isinstance(names, str) else list(names)
 
 
