@@ -144,3 +144,23 @@ def test_train_net_trains_a_timm_backbone(tmp_path, repo_root, name):
     state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
     assert any(k.startswith("backbone.body.") for k in state)
     assert f"model_name: {name}" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("backbone", [
+    "{_target_: mlla_rtdetr.modeling.TimmBackbone, model_name: test_convnext}",
+    "{_target_: mlla_rtdetr.modeling.HGNetv2, name: L, freeze_at: 0, freeze_norm: true}",
+], ids=["timm_convnext", "hgnetv2_l"])
+def test_onnx_export_with_dynamic_batch(tmp_path, backbone):
+    """tools/export_onnx.py on the tiny recipe with the new backbone families: traced at batch 2,
+    onnxruntime at batch 3 equals PyTorch."""
+    pytest.importorskip("onnxruntime")
+    from tools_utils import TINY_CONFIG, load_tool, spread_weights_
+
+    override = f"model.backbone={backbone}"
+    model = spread_weights_(instantiate(load_config(TINY_CONFIG, [override]).model), seed=0)
+    ckpt = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    result = load_tool("export_onnx").main([
+        "--config-file", TINY_CONFIG, "--checkpoint", str(ckpt), "--output", str(tmp_path / "m.onnx"),
+        "--input-size", "64", "--check-batch", "3", "--", override])
+    assert result["passed"] and (tmp_path / "m.onnx").is_file()
