@@ -174,3 +174,41 @@ def test_recipes_official_parameter_groups(detector_l):
     assert (h.encoder.hidden_dim, h.encoder.dim_feedforward, h.encoder.num_encoder_layers) == (512, 2048, 2)
     assert list(x.decoder.feat_channels) == [384] * 3 and list(h.decoder.feat_channels) == [512] * 3
     assert list(x.encoder.in_channels) == [512, 1024, 2048]  # resolved from the backbone
+
+
+@pytest.mark.slow
+def test_recipe_trains_from_the_official_imagenet_backbone(tmp_path, repo_root, official_state):
+    """The README command: the L recipe with ``train.init_checkpoint`` = the official ImageNet file
+    (here: official-format random weights, shrunk to the embedded data by overrides). The frozen
+    stem and every FrozenBatchNorm keep the file's values; the stages train."""
+    import subprocess
+    import sys
+
+    from data_utils import synthetic_val_subset
+
+    state = _imagenet_state(official_state)
+    weights = tmp_path / "PPHGNetV2_L_ssld_pretrained_from_paddle.pth"
+    torch.save(state, weights)
+    json_file, image_root = synthetic_val_subset(tmp_path, 2)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "tools/train_net.py", "--config-file",
+           "projects/mlla_rtdetr/configs/rtdetrv2_hgnetv2_l_6x_coco.py", f"train.init_checkpoint={weights}",
+           "model.num_classes=5", "dataloader.train.dataset.names=synthetic_shapes_train",
+           "dataloader.test.dataset.names=hgnetv2_e2e_val", f"dataloader.test.dataset.json_file={json_file}",
+           f"dataloader.test.dataset.image_root={image_root}", "dataloader.train.total_batch_size=2",
+           "dataloader.train.num_workers=0", "dataloader.train.mapper.image_size=[128,128]",
+           "dataloader.train.multiscale_sizes=null", "dataloader.train.stop_aug_epoch=0",
+           "dataloader.test.mapper.image_size=[128,128]", "dataloader.test.num_workers=0",
+           "model.encoder.eval_spatial_size=[128,128]", "model.decoder.eval_spatial_size=[128,128]",
+           "train.max_iter=2", "lr_multiplier.warmup=0", "train.amp.enabled=false", "train.device=cpu",
+           f"train.output_dir={out}"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "official hgnetv2 ImageNet backbone" in (out / "log.txt").read_text()
+    trained = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    for k, v in state.items():
+        ours = trained["backbone." + hgnetv2_key_from_official(k)]
+        if k.startswith("stem.") or ".bn." in k:
+            assert torch.equal(ours, v), k  # frozen stem, FrozenBatchNorm2d
+    stage = "stages.3.blocks.0.layers.0.conv1.conv.weight"
+    assert not torch.equal(trained["backbone." + hgnetv2_key_from_official(stage)], state[stage])

@@ -8,32 +8,15 @@ import sys
 
 import pytest
 import torch
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from mlla_rtdetr.data.datasets.synthetic import SYNTHETIC_CATEGORY_IDS, SyntheticShapesConfig, ensure_synthetic_shapes
+from data_utils import synthetic_val_subset
 from mlla_rtdetr.model_zoo import MODEL_ZOO, entries_for_weights, zoo_entry
 from parity_state import load_manifest, make_state
-
-COCO_THINGS = [c for c in COCO_CATEGORIES if c["isthing"]]
 
 
 def _official_state(parity_dir, case):
     path = parity_dir / "fixtures" / f"{case}.manifest.json"
     return make_state(load_manifest(str(path)), seed=json.loads(path.read_text())["state_seed"])
-
-
-def _coco80_val(tmp_path, num_images=3):
-    """The first synthetic val images as a COCO-format set with the 80 COCO categories."""
-    root = ensure_synthetic_shapes(SyntheticShapesConfig())
-    data = json.loads((root / "annotations" / "instances_val.json").read_text())
-    images = data["images"][:num_images]
-    keep = {im["id"] for im in images}
-    to_coco = {cid: COCO_THINGS[i]["id"] for i, cid in enumerate(SYNTHETIC_CATEGORY_IDS)}
-    anns = [dict(a, category_id=to_coco[a["category_id"]]) for a in data["annotations"] if a["image_id"] in keep]
-    cats = [{"id": c["id"], "name": c["name"], "supercategory": "thing"} for c in COCO_THINGS]
-    path = tmp_path / "val80.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    return path, root / "val"
 
 
 def _run(repo_root, *args, timeout=1200):
@@ -42,11 +25,13 @@ def _run(repo_root, *args, timeout=1200):
 
 
 def test_zoo_rows_and_official_file_names():
-    recipes = [e.recipe for e in MODEL_ZOO]
-    assert len(set(recipes)) == len(recipes)
+    assert len({e.key for e in MODEL_ZOO}) == len({e.name for e in MODEL_ZOO}) == len(MODEL_ZOO)
     shared = entries_for_weights()["rtdetrv2_hgnetv2_l_6x_coco_from_paddle.pth"]
     assert [e.recipe for e in shared] == ["rtdetr_hgnetv2_l_6x_coco", "rtdetrv2_hgnetv2_l_6x_coco"]
     assert zoo_entry("rtdetrv2_hgnetv2_h_6x_coco").params == 125_584_348
+    assert zoo_entry("rtdetrv2_r18vd_120e_coco").weights == "rtdetrv2_r18vd_120e_coco_rerun_48.1.pth"
+    o365 = zoo_entry("rtdetrv2_r18vd_120e_coco", "rtdetrv2_r18vd_5x_coco_objects365_from_paddle.pth")
+    assert o365.ap == 49.0 and o365.table == "COCO + Objects365"
 
 
 def test_list_and_missing_checkpoints(tmp_path, repo_root):
@@ -72,7 +57,7 @@ def test_reproduces_a_table_from_official_files(tmp_path, repo_root, parity_dir)
     torch.save({"ema": {"module": _official_state(parity_dir, "rtdetrv2_r18vd"), "updates": 1000}, "last_epoch": 119},
                ckpts / "rtdetrv2_r18vd_120e_coco_rerun_48.1.pth")
     torch.save(_official_state(parity_dir, "rtdetr_v1_r18vd"), ckpts / "rtdetr_r18vd_dec3_6x_coco_from_paddle.pth")
-    json_file, image_root = _coco80_val(tmp_path)
+    json_file, image_root = synthetic_val_subset(tmp_path, 3, coco80=True)
     out = tmp_path / "out"
     res = _run(repo_root, "--checkpoints", str(ckpts), "--output-dir", str(out), "--device", "cpu",
                "--threads", "2", "--warmup", "1", "--iters", "2", "--",
@@ -88,7 +73,7 @@ def test_reproduces_a_table_from_official_files(tmp_path, repo_root, parity_dir)
     for recipe, row in rows.items():
         entry = zoo_entry(recipe)
         assert float(row["ap_published"]) == entry.ap and row["status"] == "ok"
-        evaluated = json.loads((out / recipe / "eval_only_results.json").read_text())["results"]["bbox_ema"]
+        evaluated = json.loads((out / entry.key / "eval_only_results.json").read_text())["results"]["bbox_ema"]
         assert float(row["ap"]) == pytest.approx(evaluated["AP"]) and 0.0 <= float(row["ap"]) <= 100.0
         assert float(row["ap_delta"]) == pytest.approx(float(row["ap"]) - entry.ap)
         assert round(float(row["params_m"]) * 1e6) == entry.params == 20_184_464
@@ -97,6 +82,6 @@ def test_reproduces_a_table_from_official_files(tmp_path, repo_root, parity_dir)
         assert float(row["latency_ms"]) > 0
     assert saved["latency"]["iters"] == 2 and saved["environment"]["torch_threads"] == 2
     # the converted official weights were loaded, not a fresh model
-    log = (out / "rtdetrv2_r18vd_120e_coco" / "log.txt").read_text()
+    log = (out / zoo_entry("rtdetrv2_r18vd_120e_coco").key / "log.txt").read_text()
     assert "official RT-DETR checkpoint; converting" in log
-    assert (out / "table.md").read_text().startswith("| model | recipe | AP pub. |")
+    assert (out / "table.md").read_text().startswith("| table | model | recipe | AP pub. |")

@@ -121,7 +121,7 @@ def test_data_pipeline_mode(bench, tmp_path):
 def test_analyze_model_counts(tmp_path):
     from detectron2.config import LazyConfig, instantiate
 
-    from mlla_rtdetr.utils.flops import model_flops
+    from mlla_rtdetr.utils.flops import model_flops, official_gflops
 
     tool = load_tool("analyze_model")
     out = tmp_path / "a.json"
@@ -140,3 +140,4 @@ def test_analyze_model_counts(tmp_path):
     assert f["gflops"] == pytest.approx(model_flops(model, 128, 128).gflops, rel=1e-9)
     assert sum(f["by_module_gflops"].values()) == pytest.approx(f["gflops"], rel=1e-6)
     assert res["flops"]["by_module_gflops"]["backbone"] > 0
+    assert f["official_gflops"] == pytest.approx(official_gflops(model, 128, 128), rel=1e-9)

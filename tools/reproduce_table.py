@@ -43,7 +43,7 @@ from typing import Any, Dict, List
 TRAIN_NET = Path(__file__).resolve().parent / "train_net.py"
 
 COLUMNS = [
-    ("model", "model"), ("recipe", "recipe"), ("ap_published", "AP pub."), ("ap", "AP ours"),
+    ("table", "table"), ("model", "model"), ("recipe", "recipe"), ("ap_published", "AP pub."), ("ap", "AP ours"),
     ("ap_delta", "ΔAP"), ("ap50_published", "AP50 pub."), ("ap50", "AP50 ours"),
     ("params_published_m", "params pub. (M)"), ("params_m", "params ours (M)"),
     ("gflops_published", "GFLOPs official"), ("gflops_official_count", "GFLOPs ours (official count)"),
@@ -144,17 +144,20 @@ def count(row: Dict[str, Any], args, device: str) -> Dict[str, Any]:
 
 
 def time_rows(rows: List[Dict[str, Any]], args, device: str) -> Dict[str, float]:
-    """Median batch-1 latency (ms) of every row, interleaved call by call in one run."""
+    """Median batch-1 latency (ms) of every distinct recipe, interleaved call by call in one run."""
     from mlla_rtdetr.utils.bench_cases import build_case
     from mlla_rtdetr.utils.timing import measure_interleaved
 
     cases = {}
     for row in rows:
+        recipe = row["entry"].recipe
+        if recipe in cases:
+            continue
         spec = {"kind": "inference", "config_file": row["config_file"], "overrides": list(args.opts),
                 "checkpoint": "", "input_size": args.input_size, "batch_size": 1, "deploy": True,
                 "device": device, "threads": args.threads, "seed": 0}
-        log(f"{row['entry'].name}: building the latency case")
-        cases[row["entry"].recipe] = build_case(spec).fn
+        log(f"{recipe}: building the latency case")
+        cases[recipe] = build_case(spec).fn
     stats = measure_interleaved(cases, warmup=args.warmup, iters=args.iters, device=device, progress=log)
     return {k: v.median for k, v in stats.items()}
 
@@ -165,7 +168,7 @@ def table_rows(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         e, m = row["entry"], row.get("measured", {})
         ap = m.get("AP")
         out.append({
-            "model": e.name, "recipe": e.recipe, "ap_published": e.ap, "ap": ap,
+            "table": e.table, "model": e.name, "recipe": e.recipe, "ap_published": e.ap, "ap": ap,
             "ap_delta": None if ap is None else ap - e.ap, "ap50_published": e.ap50, "ap50": m.get("AP50"),
             "params_published_m": e.params / 1e6, "params_m": m["params"] / 1e6 if "params" in m else None,
             "gflops_published": e.gflops, "gflops_official_count": m.get("gflops_official_count"),
@@ -217,7 +220,7 @@ def main(argv=None) -> int:
         measured: Dict[str, Any] = {}
         row["measured"] = measured
         try:
-            measured.update(evaluate(row, args, out / row["entry"].recipe))
+            measured.update(evaluate(row, args, out / row["entry"].key))
             measured.update(count(row, args, device))
         except Exception as e:  # one broken row must not cost the others
             row["status"] = f"failed: {str(e).splitlines()[0]}"
@@ -228,8 +231,9 @@ def main(argv=None) -> int:
     if ok_rows and not args.no_latency:
         if args.threads:
             torch.set_num_threads(args.threads)
-        for recipe, ms in time_rows(ok_rows, args, device).items():
-            next(r for r in ok_rows if r["entry"].recipe == recipe)["measured"]["latency_ms"] = ms
+        latency = time_rows(ok_rows, args, device)
+        for r in ok_rows:
+            r["measured"]["latency_ms"] = latency[r["entry"].recipe]
 
     table = table_rows(rows)
     payload = {"rows": table, "overrides": list(args.opts), "input_size": args.input_size, "device": device,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional
 
-__all__ = ["ZooEntry", "MODEL_ZOO", "entries_for_weights", "zoo_entry"]
+__all__ = ["ZooEntry", "MODEL_ZOO", "entries_for_weights", "zoo_entry", "download_url"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,11 @@ class ZooEntry:
     fps_t4: Optional[int] = None  # published T4 TensorRT FP16 FPS
     table: str = "RT-DETRv2"  # which table the row belongs to
     note: str = ""
+
+    @property
+    def key(self) -> str:
+        """Unique row id: the table and the checkpoint's file stem (one file may serve two rows)."""
+        return f"{self.recipe}@{self.weights[:-4]}"
 
 
 _URL = "https://github.com/lyuwenyu/storage/releases/download"
@@ -71,15 +76,48 @@ MODEL_ZOO: List[ZooEntry] = [
              "HGNetv2-X", 54.7, 72.9, 67_374_188, 235.2, 74),
     ZooEntry("RT-DETRv2-HGNetv2-H", "rtdetrv2_hgnetv2_h_6x_coco", "rtdetrv2_hgnetv2_h_6x_coco_from_paddle.pth",
              "HGNetv2-H", 56.3, 74.8, 125_584_348, 491.3, 40),
+    # RT-DETRv2 sampling ablation (grid sampling, points per level) and discrete sampling
+    ZooEntry("RT-DETRv2-S sp1", "rtdetrv2_r18vd_sp1_120e_coco", "rtdetrv2_r18vd_sp1_120e_coco.pth", "ResNet-18-vd",
+             47.3, 64.3, 20_017_928, 60.9, None, "RT-DETRv2 sampling", "1 sampling point per level (21,600)"),
+    ZooEntry("RT-DETRv2-S sp2", "rtdetrv2_r18vd_sp2_120e_coco", "rtdetrv2_r18vd_sp2_120e_coco.pth", "ResNet-18-vd",
+             47.7, 64.7, 20_073_440, 61.0, None, "RT-DETRv2 sampling", "2 sampling points per level (43,200)"),
+    ZooEntry("RT-DETRv2-S sp3", "rtdetrv2_r18vd_sp3_120e_coco", "rtdetrv2_r18vd_sp3_120e_coco.pth", "ResNet-18-vd",
+             47.8, 64.8, 20_128_952, 61.0, None, "RT-DETRv2 sampling", "3 sampling points per level (64,800)"),
+    ZooEntry("RT-DETRv2-S sp4", "rtdetrv2_r18vd_120e_coco", "rtdetrv2_r18vd_120e_coco.pth", "ResNet-18-vd",
+             47.9, 64.9, 20_184_464, 61.0, None, "RT-DETRv2 sampling",
+             "4 points per level (86,400): the first R18 run; the model-zoo R18 is the 48.1 rerun"),
+    ZooEntry("RT-DETRv2-S dsp", "rtdetrv2_r18vd_dsp_3x_coco", "rtdetrv2_r18vd_dsp_3x_coco.pth", "ResNet-18-vd",
+             47.4, 64.8, 20_184_464, 61.0, None, "RT-DETRv2 sampling", "discrete sampling"),
+    ZooEntry("RT-DETRv2-M* dsp", "rtdetrv2_r34vd_dsp_1x_coco", "rrtdetrv2_r34vd_dsp_1x_coco.pth", "ResNet-34-vd",
+             49.2, 67.1, 31_441_668, 93.1, None, "RT-DETRv2 sampling",
+             "discrete sampling; the official file name starts with 'rr'"),
+    ZooEntry("RT-DETRv2-M dsp", "rtdetrv2_r50vd_m_dsp_3x_coco", "rtdetrv2_r50vd_m_dsp_3x_coco.pth", "ResNet-50-vd",
+             51.4, 69.7, 36_593_772, 100.2, None, "RT-DETRv2 sampling", "discrete sampling"),
+    ZooEntry("RT-DETRv2-L dsp", "rtdetrv2_r50vd_dsp_1x_coco", "rtdetrv2_r50vd_dsp_1x_coco.pth", "ResNet-50-vd",
+             52.9, 71.3, 42_891_372, 137.1, None, "RT-DETRv2 sampling", "discrete sampling"),
+    # Objects365 pre-training, COCO fine-tuning (same architectures; evaluated with the COCO recipes)
+    ZooEntry("RT-DETR-R18 (O365)", "rtdetr_r18vd_6x_coco", "rtdetr_r18vd_5x_coco_objects365_from_paddle.pth",
+             "ResNet-18-vd", 49.0, 66.5, 20_184_464, 61.0, 217, "COCO + Objects365"),
+    ZooEntry("RT-DETR-R50 (O365)", "rtdetr_r50vd_6x_coco", "rtdetr_r50vd_2x_coco_objects365_from_paddle.pth",
+             "ResNet-50-vd", 55.2, 73.4, 42_891_372, 137.1, 108, "COCO + Objects365"),
+    ZooEntry("RT-DETR-R101 (O365)", "rtdetr_r101vd_6x_coco", "rtdetr_r101vd_2x_coco_objects365_from_paddle.pth",
+             "ResNet-101-vd", 56.2, 74.5, 76_556_268, 259.8, 74, "COCO + Objects365"),
+    ZooEntry("RT-DETRv2-S (O365)", "rtdetrv2_r18vd_120e_coco", "rtdetrv2_r18vd_5x_coco_objects365_from_paddle.pth",
+             "ResNet-18-vd", 49.0, 66.5, 20_184_464, 61.0, 217, "COCO + Objects365"),
+    ZooEntry("RT-DETRv2-L (O365)", "rtdetrv2_r50vd_6x_coco", "rtdetrv2_r50vd_2x_coco_objects365_from_paddle.pth",
+             "ResNet-50-vd", 55.2, 73.4, 42_891_372, 137.1, 108, "COCO + Objects365"),
+    ZooEntry("RT-DETRv2-X (O365)", "rtdetrv2_r101vd_6x_coco", "rtdetrv2_r101vd_2x_coco_objects365_from_paddle.pth",
+             "ResNet-101-vd", 56.2, 74.5, 76_556_268, 259.8, 74, "COCO + Objects365"),
 ]
 
 
-def zoo_entry(recipe: str) -> ZooEntry:
-    """The row of ``recipe`` (its name without ``.py``)."""
+def zoo_entry(recipe: str, weights: Optional[str] = None) -> ZooEntry:
+    """The COCO row of ``recipe`` (its name without ``.py``), or the row of ``recipe`` and the
+    official file ``weights`` (a recipe serves several rows: other sampling runs, Objects365)."""
     for entry in MODEL_ZOO:
-        if entry.recipe == recipe:
+        if entry.recipe == recipe and (weights == entry.weights if weights else entry.table != "COCO + Objects365"):
             return entry
-    raise KeyError(f"No model-zoo row for recipe '{recipe}'; rows: {[e.recipe for e in MODEL_ZOO]}.")
+    raise KeyError(f"No model-zoo row for recipe '{recipe}'" + (f" and '{weights}'" if weights else "") + ".")
 
 
 def entries_for_weights() -> Dict[str, List[ZooEntry]]:
