@@ -76,8 +76,8 @@ class TimmBackbone(Backbone):
         super().__init__()
         import timm
 
-        if model_name not in timm.list_models():
-            close = timm.list_models(f"*{model_name.split('_')[0]}*")[:8]
+        if not timm.is_model(model_name):
+            close = timm.list_models(f"*{model_name.split('_')[0].split('.')[0]}*")[:8]
             raise ConfigError(f"timm has no model '{model_name}'. Similar names: {close}.")
         kwargs = dict(features_only=True, exportable=True, **model_kwargs)
         kwargs.update(self._pretrained_kwargs(pretrained))
@@ -91,9 +91,10 @@ class TimmBackbone(Backbone):
             out_indices = self._levels_at_strides(levels, RTDETR_STRIDES, model_name)
         out_indices = [i % len(levels) for i in out_indices]
         returned = [i % len(levels) for i in self.body.feature_info.out_indices]
-        missing = [i for i in out_indices if i not in returned]
-        if missing:  # defensive: timm returned other levels than asked for
-            raise ConfigError(f"timm model '{model_name}' does not return feature levels {missing}.")
+        if not set(out_indices) <= set(returned) or max(out_indices) != max(returned):
+            # timm's default levels differ from the chosen ones: build the extractor for exactly those
+            self.body = timm.create_model(model_name, **dict(kwargs, out_indices=tuple(out_indices)))
+            returned = [i % len(levels) for i in self.body.feature_info.out_indices]
         self._positions = [returned.index(i) for i in out_indices]
         names = [_level_name(levels[i]["reduction"]) for i in out_indices]
         if len(set(names)) != len(names):
