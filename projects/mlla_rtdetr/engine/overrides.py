@@ -21,6 +21,7 @@ Its keys must be arguments of the new target (unless it takes ``**kwargs``).
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from typing import Iterable, List, Optional, Sequence
@@ -181,10 +182,8 @@ def _node_replacement(cfg, key: str, value):
     return None if own is target else new
 
 
-def apply_overrides(cfg, overrides: Iterable[str]):
-    """Validate then apply ``overrides`` (list of ``key=value``) in place, one after the other;
-    returns ``cfg``."""
-    for override in list(overrides or []):
+def _apply_checked(cfg, overrides: Sequence[str]) -> None:
+    for override in overrides:
         check_override_keys(cfg, [override])
         cleaned = override[1:] if override.startswith("+") else override
         key, _ = _split(cleaned)
@@ -194,4 +193,13 @@ def apply_overrides(cfg, overrides: Iterable[str]):
                 OmegaConf.update(cfg, key, new, merge=False)
                 continue
         LazyConfig.apply_overrides(cfg, [cleaned])
+
+
+def apply_overrides(cfg, overrides: Iterable[str]):
+    """Validate then apply ``overrides`` (list of ``key=value``) in place, one after the other;
+    returns ``cfg``. A bad override raises before ``cfg`` is changed at all."""
+    overrides = list(overrides or [])
+    if overrides:
+        _apply_checked(copy.deepcopy(cfg), overrides)
+        _apply_checked(cfg, overrides)
     return cfg
