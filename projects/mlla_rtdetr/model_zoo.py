@@ -14,7 +14,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional
 
-__all__ = ["ZooEntry", "MODEL_ZOO", "entries_for_weights", "zoo_entry", "download_url"]
+__all__ = ["ZooEntry", "MODEL_ZOO", "IMAGENET_WEIGHTS", "entries_for_weights", "zoo_entry", "download_url"]
+
+#: Backbone -> the ImageNet file its official recipes start from (official ``presnet.py`` /
+#: ``hgnetv2.py``; R50-m uses the R50 file). Our recipes take it as ``train.init_checkpoint``.
+IMAGENET_WEIGHTS: Dict[str, str] = {
+    "ResNet-18-vd": "ResNet18_vd_pretrained_from_paddle.pth",
+    "ResNet-34-vd": "ResNet34_vd_pretrained_from_paddle.pth",
+    "ResNet-50-vd": "ResNet50_vd_ssld_v2_pretrained_from_paddle.pth",
+    "ResNet-101-vd": "ResNet101_vd_ssld_pretrained_from_paddle.pth",
+    "HGNetv2-L": "PPHGNetV2_L_ssld_pretrained_from_paddle.pth",
+    "HGNetv2-X": "PPHGNetV2_X_ssld_pretrained_from_paddle.pth",
+    "HGNetv2-H": "PPHGNetV2_H_ssld_pretrained_from_paddle.pth",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +49,15 @@ class ZooEntry:
     def key(self) -> str:
         """Unique row id: the table and the checkpoint's file stem (one file may serve two rows)."""
         return f"{self.recipe}@{self.weights[:-4]}"
+
+    @property
+    def train_init(self) -> Optional[str]:
+        """What training this row starts from, as ``train.init_checkpoint``: the backbone's ImageNet
+        file; ``None`` where the recipe names its own start (the discrete-sampling fine-tunes) or
+        the row was pre-trained on Objects365 (not a recipe here)."""
+        if self.table == "COCO + Objects365" or "_dsp_" in self.recipe:
+            return None
+        return IMAGENET_WEIGHTS[self.backbone]
 
 
 _URL = "https://github.com/lyuwenyu/storage/releases/download"
