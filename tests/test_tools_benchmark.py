@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mlla_rtdetr.utils.timing import TimingStats, measure, measure_peak_memory
-from tools_utils import MLLA_TINY_CONFIG, TINY_CONFIG, load_tool
+from tools_utils import MLLA_TINY_CONFIG, REPO_ROOT, TINY_CONFIG, load_tool, write_fake_official
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +63,107 @@ def test_inference_and_train_step_json(bench, tmp_path):
     data = json.loads(out.read_text())
     assert data["settings"]["opts"] == ["model.num_top_queries=10"]
     assert [r["config"] for r in data["rows"]] == ["rtdetr_tiny_synthetic", "mlla_rtdetr_tiny_synthetic"]
-    assert data["rows"][0]["time_vs_first_config"] == 1.0 and data["rows"][1]["time_vs_first_config"] > 0
+    assert data["baseline"] == "rtdetr_tiny_synthetic"  # the first model by default
+    assert data["rows"][0]["time_vs_baseline"] == 1.0 and data["rows"][1]["time_vs_baseline"] > 0
 
+    # Mixed precision: bf16 autocast on the CPU is a variant of its own (loss scaling only for fp16).
     out = tmp_path / "train.json"
     bench.main(["train-step", "--config-file", TINY_CONFIG, "--input-sizes", "96", "--batch-sizes", "2",
-                "--deploy", "both", "--warmup", "1", "--iters", "1", "--no-memory", "--output", str(out)])
+                "--deploy", "both", "--precision", "fp32", "bf16", "--warmup", "1", "--iters", "1", "--no-memory",
+                "--output", str(out)])
     rows = json.loads(out.read_text())["rows"]
-    assert [r["deploy"] for r in rows] == [False, True]
+    assert [(r["deploy"], r["precision"]) for r in rows] == [(False, "fp32"), (False, "bf16"), (True, "fp32"),
+                                                             (True, "bf16")]
     for r in rows:
         _positive(r, "median_ms", "throughput_img_s")
+
+
+def _run_tool(args, cwd):
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "benchmark.py")] + args, cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _calls(root):
+    return [json.loads(line) for line in (root / "calls.jsonl").read_text().splitlines()]
+
+
+def test_official_baseline_and_onnxruntime(tmp_path):
+    """The README commands: our models beside the official one (a stand-in checkout here) and
+    onnxruntime, with ratios to the official model; then the training step."""
+    root = write_fake_official(tmp_path / "RT-DETR")
+    out = tmp_path / "inf.json"
+    proc = _run_tool(["inference", "--config-file", TINY_CONFIG, "--official-root", str(root),
+                      "--official-config", "fake_r18vd_120e_coco", "--baseline", "official/fake_r18vd_120e_coco",
+                      "--input-sizes", "64", "--batch-sizes", "1", "2", "--deploy", "on", "--onnxruntime", "both",
+                      "--threads", "2", "--warmup", "0", "--iters", "1", "--no-memory", "--output", str(out)],
+                     cwd=tmp_path)
+    data = json.loads(out.read_text())
+    assert data["baseline"] == "official/fake_r18vd_120e_coco"
+    rows = {(r["config"], r["batch_size"], r["runtime"]): r for r in data["rows"]}
+    assert set(rows) == {(c, b, rt) for c in ("rtdetr_tiny_synthetic", "official/fake_r18vd_120e_coco")
+                         for b in (1, 2) for rt in ("torch", "onnxruntime")}
+    for (cfg, b, rt), r in rows.items():
+        _positive(r, "median_ms", "throughput_img_s", "time_vs_baseline")
+        # each row against the baseline model's row of the same batch size and runtime
+        base = rows[("official/fake_r18vd_120e_coco", b, rt)]
+        assert r["baseline_variant"]["runtime"] == rt
+        assert r["time_vs_baseline"] == pytest.approx(r["median_ms"] / base["median_ms"])
+        assert r["throughput_img_s"] == pytest.approx(1e3 * b / r["median_ms"])
+    assert "| official/fake_r18vd_120e_coco | 64 | 2 | onnxruntime |" in proc.stdout
+    calls = _calls(root)
+    configs = [c for c in calls if c["event"] == "config"]
+    # random init (no pretrained download), anchors for the measured size
+    assert configs and all(c["kwargs"] == {"PResNet": {"pretrained": False}, "eval_spatial_size": [64, 64]}
+                           for c in configs)
+    assert sum(c["event"] == "deploy" for c in calls) == len(configs)
+
+    (root / "calls.jsonl").unlink()
+    out = tmp_path / "train.json"
+    _run_tool(["train-step", "--config-file", TINY_CONFIG, "--official-root", str(root),
+               "--official-config", "fake_r18vd_120e_coco", "--baseline", "official/fake_r18vd_120e_coco",
+               "--input-sizes", "64", "--batch-sizes", "2", "--warmup", "0", "--iters", "1", "--no-memory",
+               "--output", str(out)], cwd=tmp_path)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["config"] for r in rows] == ["rtdetr_tiny_synthetic", "official/fake_r18vd_120e_coco"]
+    assert rows[1]["time_vs_baseline"] == 1.0 and rows[0]["time_vs_baseline"] > 0
+    crit = [c for c in _calls(root) if c["event"] == "criterion"]
+    # official targets: int64 labels, cxcywh boxes normalized to [0, 1], criterion outside autocast
+    assert crit and crit[0]["labels_dtype"] == "torch.int64" and crit[0]["metas"] == ["epoch", "global_step", "step"]
+    assert 0 <= crit[0]["boxes_min"] and crit[0]["boxes_max"] <= 1 and crit[0]["wh_min"] > 0
+    assert crit[0]["autocast"] is False
+
+
+def test_official_checkout_errors(tmp_path):
+    from mlla_rtdetr.errors import ConfigError
+    from mlla_rtdetr.utils.official import official_package_dir, resolve_official_config
+
+    with pytest.raises(ConfigError, match="holds no rtdetrv2_pytorch/src/core"):
+        official_package_dir(str(tmp_path))
+    with pytest.raises(ConfigError, match="--official-root is required"):
+        resolve_official_config("", "rtdetrv2_r18vd_120e_coco")
+    root = write_fake_official(tmp_path / "RT-DETR")
+    assert resolve_official_config(str(root), "official/fake_r18vd_120e_coco").endswith(
+        "configs/rtdetrv2/fake_r18vd_120e_coco.yml")
+    assert official_package_dir(str(root / "rtdetrv2_pytorch")) == str(root / "rtdetrv2_pytorch")
+    with pytest.raises(ConfigError, match=r"No official config 'nope'.*Known: fake_r18vd_120e_coco$"):
+        resolve_official_config(str(root), "nope")
+
+
+def test_official_targets_match_the_official_format():
+    from mlla_rtdetr.utils.bench_cases import random_instances
+    from mlla_rtdetr.utils.official import official_targets
+
+    batch = random_instances(2, (64, 96), num_classes=5, boxes_per_image=3)
+    images, targets = official_targets(batch)
+    assert images.shape == (2, 3, 64, 96) and 0 <= images.min() and images.max() <= 1
+    xyxy = batch[1]["instances"].gt_boxes.tensor
+    cx = (xyxy[:, 0] + xyxy[:, 2]) / 2 / 96
+    h = (xyxy[:, 3] - xyxy[:, 1]) / 64
+    torch.testing.assert_close(targets[1]["boxes"][:, 0], cx)
+    torch.testing.assert_close(targets[1]["boxes"][:, 3], h)
+    assert torch.equal(targets[1]["labels"], batch[1]["instances"].gt_classes)
 
 
 def test_encoder_scaling_and_attention_json(bench, tmp_path):

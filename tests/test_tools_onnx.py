@@ -1,5 +1,7 @@
 """ONNX export helpers and tools/export_onnx.py: ONNX outputs equal PyTorch's within 1e-4."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from mlla_rtdetr.utils.onnx_utils import (
     export,
     run_onnxruntime,
 )
-from tools_utils import TINY_CONFIG, load_tool, spread_weights_
+from tools_utils import MLLA_TINY_CONFIG, REPO_ROOT, TINY_CONFIG, load_tool, spread_weights_
 
 pytest.importorskip("onnxruntime")
 
@@ -71,22 +73,43 @@ def test_compare_up_to_query_order_ignores_permutations():
     assert compare(ref, outs, ["a", "b"])["a"]["max_abs_diff"] > 1  # strict order comparison sees it
 
 
-def test_export_tool_on_tiny_config(tmp_path, config=TINY_CONFIG):
+def test_export_tool_readme_command(tmp_path):
+    """The README's export command, run as a user runs it, on the tiny MLLA recipe (MLLA backbone and
+    MLLA encoder): top-K head, checked at batch 1 and 3 after tracing at batch 2."""
     from detectron2.config import LazyConfig, instantiate
 
-    cfg = LazyConfig.load(config)
+    cfg = LazyConfig.load(MLLA_TINY_CONFIG)
     model = spread_weights_(instantiate(cfg.model), seed=0)
-    ckpt = tmp_path / "tiny.pth"
+    ckpt = tmp_path / "model_final.pth"
     torch.save({"model": model.state_dict()}, ckpt)
-    tool = load_tool("export_onnx")
-    onnx_path, report = tmp_path / "tiny.onnx", tmp_path / "report.json"
-    result = tool.main(["--config-file", config, "--checkpoint", str(ckpt), "--output", str(onnx_path),
-                        "--input-size", "128", "--check-batch", "3", "--report", str(report)])
-    assert onnx_path.is_file() and result["passed"]
+    onnx_path, report = tmp_path / "model.onnx", tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "export_onnx.py"), "--config-file", MLLA_TINY_CONFIG,
+         "--checkpoint", str(ckpt), "--output", str(onnx_path), "--input-size", "96", "--head", "topk",
+         "--num-top", "20", "--report", str(report)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert onnx_path.is_file()
     saved = json.loads(report.read_text())
-    assert saved["shapes"] == {"pred_logits": [3, 40, 5], "pred_boxes": [3, 40, 4]}
-    for name in ("pred_logits", "pred_boxes"):
-        assert saved["max_abs_diff_matched"][name] <= 1e-4
+    assert saved["passed"] and saved["opset"] == 17 and saved["ops_outside_op_set"] == []
+    assert {"GridSample", "TopK", "Einsum", "Conv"} <= set(saved["ops"])
+    assert "operator check (tensorrt10): ok" in proc.stdout and "ONNX operators" in proc.stdout
+    for b in (1, 3):
+        entry = saved["batches"][str(b)]
+        assert entry["shapes"] == {"labels": [b, 20], "boxes": [b, 20, 4], "scores": [b, 20]}
+        assert entry["passed"] and entry["max_abs_diff_matched"]["scores"] <= 1e-4
     # With well-spread weights no proposals tie: the outputs match query by query.
-    assert saved["reordered_queries"] == 0
-    assert max(saved["max_abs_diff"].values()) <= 1e-4
+    assert all(saved["batches"][b]["reordered_queries"] == 0 for b in ("1", "3"))
+
+
+def test_export_tool_fails_on_ops_outside_the_set(tmp_path, monkeypatch):
+    """An operator outside the TensorRT set makes the tool exit with status 1 (after writing the report)."""
+    tool = load_tool("export_onnx")
+    monkeypatch.setitem(tool.OP_SETS, "tensorrt10", frozenset({"Conv"}))
+    report = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--config-file", TINY_CONFIG, "--checkpoint", "", "--output", str(tmp_path / "m.onnx"),
+                   "--input-size", "64", "--skip-check", "--report", str(report)])
+    assert exc.value.code == 1
+    saved = json.loads(report.read_text())
+    assert saved["passed"] is False and "GridSample" in saved["ops_outside_op_set"]

@@ -45,6 +45,95 @@ def spread_weights_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+FAKE_OFFICIAL_CORE = '''
+import json, os
+import torch
+from torch import nn
+
+LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "calls.jsonl")
+
+
+def log(**entry):
+    with open(LOG, "a") as f:
+        f.write(json.dumps(entry) + "\\n")
+
+
+class Decoder(nn.Module):
+    def __init__(self, dim, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+        self.cls = nn.Linear(dim, num_classes)
+        self.box = nn.Linear(dim, 4)
+
+
+class FakeRTDETR(nn.Module):
+    """conv -> tokens -> class / box heads, with the official call contract."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 8, 3, stride=8, padding=1)
+        self.branch = nn.Conv2d(3, 8, 1, stride=8)  # folded away by deploy(), like RepVGG
+        self.decoder = Decoder(8, num_classes)
+
+    def forward(self, x, targets=None):
+        f = self.backbone(x)
+        if self.branch is not None:
+            f = f + self.branch(x)
+        t = f.flatten(2).transpose(1, 2)
+        return {"pred_logits": self.decoder.cls(t), "pred_boxes": self.decoder.box(t).sigmoid()}
+
+    def deploy(self):
+        log(event="deploy")
+        self.eval()
+        with torch.no_grad():
+            self.backbone.weight[:, :, 1:2, 1:2] += self.branch.weight
+            self.backbone.bias += self.branch.bias
+        self.branch = None
+        return self
+
+
+class FakeCriterion(nn.Module):
+    def forward(self, outputs, targets, **metas):
+        log(event="criterion", metas=sorted(metas), labels_dtype=str(targets[0]["labels"].dtype),
+            boxes_min=min(float(t["boxes"].min()) for t in targets),
+            boxes_max=max(float(t["boxes"].max()) for t in targets),
+            wh_min=min(float(t["boxes"][:, 2:].min()) for t in targets),
+            autocast=torch.is_autocast_enabled())
+        return {"loss_vfl": outputs["pred_logits"].sigmoid().mean(),
+                "loss_bbox": (outputs["pred_boxes"][:, :1] - targets[0]["boxes"][:1, None]).abs().mean()}
+
+
+class YAMLConfig:
+    def __init__(self, cfg_path, **kwargs):
+        log(event="config", path=os.path.basename(cfg_path), kwargs=kwargs)
+        self.model = FakeRTDETR()
+        self.criterion = FakeCriterion()
+'''
+
+FAKE_OFFICIAL_YAML_UTILS = '''
+def load_config(path):
+    return {"PResNet": {"depth": 18, "pretrained": True}, "HybridEncoder": {"hidden_dim": 8},
+            "eval_spatial_size": [640, 640]}
+'''
+
+
+def write_fake_official(root):
+    """A stand-in for a checkout of lyuwenyu/RT-DETR with the entry points the benchmark uses
+    (``rtdetrv2_pytorch/src/core``: ``YAMLConfig``, ``yaml_utils.load_config``; one config). Every
+    call is logged to ``root/calls.jsonl``. Returns ``root``."""
+    pkg = Path(root) / "rtdetrv2_pytorch"
+    (pkg / "src" / "core").mkdir(parents=True)
+    (pkg / "src" / "__init__.py").write_text("")
+    (pkg / "src" / "core" / "__init__.py").write_text("from .yaml_config import YAMLConfig  # noqa: F401\n")
+    (pkg / "src" / "core" / "yaml_config.py").write_text(FAKE_OFFICIAL_CORE)
+    (pkg / "src" / "core" / "yaml_utils.py").write_text(FAKE_OFFICIAL_YAML_UTILS)
+    cfg_dir = pkg / "configs" / "rtdetrv2"
+    (cfg_dir / "include").mkdir(parents=True)
+    (cfg_dir / "fake_r18vd_120e_coco.yml").write_text("PResNet:\n  depth: 18\n")
+    (cfg_dir / "include" / "fake_base.yml").write_text("")
+    return Path(root)
+
+
 ZOO_README = REPO_ROOT / "projects" / "mlla_rtdetr" / "README.md"
 
 

@@ -3,28 +3,40 @@
 
 Every mode warms up, reports the median (and minimum) of the measured calls, prints a markdown
 table and writes all numbers (plus the environment) to ``--output`` as JSON. Ratios are always
-against a baseline measured in the same run, and the cases compared with each other (the deploy /
-channels-last / compile variants and all configs of one input size and batch; all sizes and
-attentions of one encoder level set; all attention cases) are timed interleaved, call by call, so
-that background load on a shared machine hits them alike. Peak memory:
-``torch.cuda.max_memory_allocated`` on GPU; on CPU the peak resident set size of a fresh process per
-case (``python -m mlla_rtdetr.utils.memprobe``), reported as the extra memory of one call beyond
-the model and inputs already in memory.
+against a baseline measured in the same run, and the cases compared with each other (every model
+and variant of one input size and batch; all sizes and attentions of one encoder level set; all
+attention cases) are timed interleaved, call by call, so that background load on a shared machine
+hits them alike. Peak memory: ``torch.cuda.max_memory_allocated`` on GPU; on CPU the peak resident
+set size of a fresh process per case (``python -m mlla_rtdetr.utils.memprobe``), reported as the
+extra memory of one call beyond the model and inputs already in memory.
 
 Modes::
 
   inference        latency / throughput of model.forward_raw for batch sizes x input sizes, with and
-                   without RepVGG deploy(), channels-last, torch.compile.
-  train-step       time of one optimizer step (forward with random targets, backward, AdamW step).
+                   without RepVGG deploy(), channels-last, torch.compile, autocast fp16 / bf16
+                   (--precision), and in onnxruntime (--onnxruntime: the model exported to ONNX as
+                   tools/export_onnx.py does, run by an onnxruntime CPU session).
+  train-step       time of one optimizer step (forward with random targets, loss, backward, AdamW
+                   step; autocast and loss scaling with --precision fp16 / bf16).
   encoder-scaling  softmax AIFI vs MLLA intra-scale blocks at several input sizes, on S5 only
                    (use_encoder_idx=2) and S4+S5 (1,2); ratio of the time at 2x the side (4x tokens).
   attention        one MLLA linear-attention layer vs one softmax attention layer of the same width.
   data             images/s of the training data pipeline per worker count, and of a training step.
 
+``inference`` and ``train-step`` measure any list of models in one run: our recipes
+(``--config-file A.py B.py ...``) and official RT-DETR models from a checkout of
+https://github.com/lyuwenyu/RT-DETR (``--official-root DIR --official-config NAME ...``, built
+from ``rtdetrv2_pytorch/configs/**/NAME.yml`` with random weights; the official training step is
+``model(images, targets)`` + its criterion, as its ``train_one_epoch``). ``time_vs_baseline`` is
+each row's median time over the ``--baseline`` model's (same size, batch and variant).
+
 Examples::
 
   python tools/benchmark.py inference --config-file projects/mlla_rtdetr/configs/rtdetr_r18vd_6x_coco.py \\
       --input-sizes 640 --batch-sizes 1 --threads 2 --deploy both --output out/r18.json
+  python tools/benchmark.py inference --config-file projects/mlla_rtdetr/configs/rtdetrv2_r18vd_120e_coco.py \\
+      --official-root ../RT-DETR --official-config rtdetrv2_r18vd_120e_coco \\
+      --baseline official/rtdetrv2_r18vd_120e_coco --deploy on --onnxruntime both --batch-sizes 1 8
   python tools/benchmark.py encoder-scaling --config-file projects/mlla_rtdetr/configs/rtdetr_r18vd_6x_coco.py
   python tools/benchmark.py attention --tokens 400 6400
 """
@@ -79,7 +91,8 @@ def run_group(specs: List[Dict[str, Any]], labels: List[str], args) -> List[Dict
     for spec, label in zip(specs, labels):
         log(f"{label}: building")
         cases.append(build_case(spec))
-    device = cases[0].device
+    # CUDA is synchronized around every call when any case runs there (onnxruntime cases run on the CPU)
+    device = next((c.device for c in cases if torch.device(c.device).type == "cuda"), cases[0].device)
     stats = measure_interleaved({lab: c.fn for lab, c in zip(labels, cases)}, warmup=args.warmup,
                                 iters=args.iters, device=device, progress=log)
     rows = []
@@ -96,14 +109,13 @@ def run_group(specs: List[Dict[str, Any]], labels: List[str], args) -> List[Dict
         rows.append(row)
         log(f"{label}: median {st.median:.2f} ms (min {st.min:.2f})")
     if args.memory:
-        on_gpu = torch.device(device).type == "cuda"
-        if on_gpu:
-            mems = [measure_peak_memory(c.fn, c.device) for c in cases]
+        on_gpu = [torch.device(c.device).type == "cuda" for c in cases]
+        mems = {i: measure_peak_memory(c.fn, c.device) for i, c in enumerate(cases) if on_gpu[i]}
         del cases
         for i, (spec, label) in enumerate(zip(specs, labels)):
-            if not on_gpu:
+            if not on_gpu[i]:
                 log(f"{label}: peak memory in a fresh process")
-            mem = mems[i] if on_gpu else run_in_subprocess(spec)
+            mem = mems[i] if on_gpu[i] else run_in_subprocess(spec)
             rows[i]["peak_mem_mb"] = mem["peak_mb"]
             rows[i]["total_peak_mem_mb"] = mem["total_peak_mb"]
             rows[i]["memory_method"] = mem["method"]
@@ -111,7 +123,8 @@ def run_group(specs: List[Dict[str, Any]], labels: List[str], args) -> List[Dict
 
 
 def base_spec(args, kind: str, **extra) -> Dict[str, Any]:
-    spec = {"kind": kind, "device": args.device, "threads": args.threads, "seed": 0}
+    spec = {"kind": kind, "device": args.device, "threads": args.threads, "seed": 0,
+            "tf32": getattr(args, "tf32", "off") == "on"}
     if getattr(args, "config_file", None):
         spec["config_file"] = args.config_file
         spec["overrides"] = list(args.opts)
@@ -124,43 +137,94 @@ def config_name(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
+def model_entries(args) -> List[Dict[str, Any]]:
+    """The models of one run, in order: ours (``--config-file``), then the official ones
+    (``--official-config``); each ``{"name", "spec"}`` with the spec keys that select it."""
+    entries = [{"name": config_name(c), "spec": {"config_file": c, "overrides": list(args.opts)}}
+               for c in args.config_files]
+    if args.official_config:
+        from mlla_rtdetr.utils.official import official_name, resolve_official_config
+
+        root = os.path.abspath(args.official_root) if args.official_root else ""
+        for c in args.official_config:
+            path = resolve_official_config(root, c)
+            entries.append({"name": official_name(path), "spec": {"official_root": root, "official_config": path}})
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"Two models of this run have the same name: {names}")
+    if not entries:
+        raise SystemExit("Nothing to measure: give --config-file and/or --official-config.")
+    return entries
+
+
+def variants(args, train: bool) -> List[Dict[str, Any]]:
+    """The measured variants of every model: PyTorch with each combination of the deploy /
+    channels-last / compile / precision options asked for, plus onnxruntime (fp32 graph, per
+    deploy option) for ``--onnxruntime on|both``. The first one is the plainest."""
+    out = []
+    ort = "off" if train else args.onnxruntime
+    if ort != "on":
+        for deploy, cl, comp, prec in itertools.product(on_off(args.deploy), on_off(args.channels_last),
+                                                        on_off(args.compile), args.precision):
+            out.append({"runtime": "torch", "deploy": deploy, "channels_last": cl, "compile": comp, "precision": prec})
+    if ort != "off":
+        for deploy in on_off(args.deploy):
+            out.append({"runtime": "onnxruntime", "deploy": deploy, "channels_last": False, "compile": False,
+                        "precision": "fp32"})
+    return out
+
+
+VARIANT_KEYS = ("runtime", "deploy", "channels_last", "compile", "precision")
+
+
 def mode_inference(args, train: bool = False) -> Dict[str, Any]:
     kind = "train_step" if train else "inference"
-    variants = list(itertools.product(on_off(args.deploy), on_off(args.channels_last), on_off(args.compile)))
+    entries = model_entries(args)
+    names = [e["name"] for e in entries]
+    baseline = args.baseline or names[0]
+    if baseline not in names:
+        raise SystemExit(f"--baseline {baseline!r} is none of the measured models: {', '.join(names)}")
     rows = []
     groups = list(itertools.product(args.input_sizes, args.batch_sizes))
-    for g, (size, bs) in enumerate(groups):  # every config and variant of one size/batch is interleaved
+    for g, (size, bs) in enumerate(groups):  # every model and variant of one size/batch is interleaved
         specs, labels, heads = [], [], []
-        for cfg_file in args.config_files:
-            for deploy, cl, comp in variants:
-                spec = base_spec(args, kind, input_size=size, batch_size=bs, deploy=deploy, channels_last=cl,
-                                 compile=comp, checkpoint=args.checkpoint or "")
-                spec["config_file"] = cfg_file
+        for entry in entries:
+            for var in variants(args, train):
+                spec = base_spec(args, kind, input_size=size, batch_size=bs, checkpoint=args.checkpoint or "", **var)
+                spec.pop("config_file", None)
+                spec.pop("overrides", None)
+                spec.update(entry["spec"])
                 specs.append(spec)
-                labels.append(f"[{g + 1}/{len(groups)}] {config_name(cfg_file)} {kind} size={size} batch={bs} "
-                              f"deploy={deploy} cl={cl} compile={comp}")
-                heads.append({"config": config_name(cfg_file), "input_size": size, "batch_size": bs,
-                              "deploy": deploy, "channels_last": cl, "compile": comp})
+                labels.append(f"[{g + 1}/{len(groups)}] {entry['name']} {kind} size={size} batch={bs} "
+                              + " ".join(f"{k}={v}" for k, v in var.items()))
+                heads.append({"config": entry["name"], "input_size": size, "batch_size": bs, **var})
         for head, row in zip(heads, run_group(specs, labels, args)):
             rows.append({**head, **row})
     key = lambda r: (r["config"], r["input_size"], r["batch_size"])  # noqa: E731
     plain = {}  # the first variant measured: every option off among those asked for
     for r in rows:
         plain.setdefault(key(r), r)
-    first = config_name(args.config_files[0])
-    same_variant = lambda r: (r["input_size"], r["batch_size"], r["deploy"], r["channels_last"], r["compile"])  # noqa: E731
-    base_cfg = {same_variant(r): r for r in rows if r["config"] == first}
-    for row in rows:  # speed-up vs the plainest variant of the same config, size and batch
+    same_variant = lambda r: (r["input_size"], r["batch_size"]) + tuple(r[k] for k in VARIANT_KEYS)  # noqa: E731
+    base_rows = {same_variant(r): r for r in rows if r["config"] == baseline}
+    for row in rows:
         base = plain.get(key(row))
         row["speedup_vs_plain"] = ratio(base["median_ms"], row["median_ms"]) if base else None
-        ref = base_cfg.get(same_variant(row))
-        row["time_vs_first_config"] = ratio(row["median_ms"], ref["median_ms"]) if ref else None
-    cols = (["config"] if len(args.config_files) > 1 else []) + [
-        "input_size", "batch_size", "deploy", "channels_last", "compile", "median_ms", "min_ms", "per_image_ms",
-        "throughput_img_s", "speedup_vs_plain"] + (["time_vs_first_config"] if len(args.config_files) > 1 else []) + (
+        # vs the baseline model: the same variant when it was measured, else its plainest one
+        ref = base_rows.get(same_variant(row)) or plain.get((baseline, row["input_size"], row["batch_size"]))
+        row["time_vs_baseline"] = ratio(row["median_ms"], ref["median_ms"]) if ref else None
+        row["baseline_variant"] = {k: ref[k] for k in VARIANT_KEYS} if ref else None
+    varying = [k for k in VARIANT_KEYS if len({r[k] for r in rows}) > 1]
+    cols = (["config"] if len(entries) > 1 else []) + ["input_size", "batch_size"] + varying + [
+        "median_ms", "min_ms", "per_image_ms", "throughput_img_s"] + (
+        ["speedup_vs_plain"] if varying else []) + (["time_vs_baseline"] if len(entries) > 1 else []) + (
         ["peak_mem_mb"] if args.memory else [])
-    title = "Training step" if train else "Inference (forward_raw)"
-    return {"rows": rows, "tables": [(title, markdown_table(rows, cols))]}
+    title = "Training step (forward + loss + backward + AdamW step)" if train else "Inference (forward_raw)"
+    if len(entries) > 1:
+        title += f"; time_vs_baseline = median time / {baseline}'s"
+    fixed = {k: rows[0][k] for k in VARIANT_KEYS if k not in varying}
+    if fixed:
+        title += "; " + ", ".join(f"{k}={v}" for k, v in fixed.items())
+    return {"rows": rows, "baseline": baseline, "tables": [(title, markdown_table(rows, cols))]}
 
 
 def mode_encoder_scaling(args) -> Dict[str, Any]:
@@ -294,12 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p, needs_config=True, warmup=3, iters=10, several=False):
         if several:
-            p.add_argument("--config-file", dest="config_files", nargs="+", required=True,
+            p.add_argument("--config-file", dest="config_files", nargs="+", default=[],
                            help="recipe or model config(s) (LazyConfig .py); several are timed interleaved, "
-                                "with ratios against the first")
+                                "with ratios against --baseline")
         elif needs_config:
             p.add_argument("--config-file", required=True, help="recipe or model config (LazyConfig .py)")
         p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        p.add_argument("--tf32", choices=["off", "on"], default="off",
+                       help="TF32 matmuls / convolutions on CUDA (off: exact fp32)")
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
         p.add_argument("--warmup", type=int, default=warmup, help="unmeasured calls before timing")
         p.add_argument("--iters", type=int, default=iters, help="measured calls (the median is reported)")
@@ -325,7 +391,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--channels-last", choices=["off", "on", "both"], default="off")
         p.add_argument("--compile", choices=["off", "on", "both"], default="off",
                        help="torch.compile the forward (needs a C++ compiler on CPU; slow to start)")
+        p.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "bf16"], default=["fp32"],
+                       help="fp32, or torch.autocast to fp16 / bf16 (each one a variant)")
+        if name == "inference":
+            p.add_argument("--onnxruntime", choices=["off", "on", "both"], default="off",
+                           help="also (both) or only (on) time the model exported to ONNX (as tools/export_onnx.py "
+                                "does) in an onnxruntime CPU session with --threads threads")
         p.add_argument("--checkpoint", default="", help="weights to load (default: random init)")
+        p.add_argument("--baseline", default=None,
+                       help="model name (as in the table: a config's file name without .py, or "
+                            "official/<config>) that time_vs_baseline is relative to; default: the first")
+        p.add_argument("--official-root", default=None,
+                       help="a checkout of the official RT-DETR (https://github.com/lyuwenyu/RT-DETR) to "
+                            "measure official models from")
+        p.add_argument("--official-config", nargs="+", default=[],
+                       help="official rtdetrv2_pytorch configs (name such as rtdetrv2_r18vd_120e_coco, or "
+                            "path) measured beside ours, interleaved, with random weights")
         memory(p)
         common(p, several=True)
 
@@ -365,8 +446,13 @@ def main(argv=None) -> Dict[str, Any]:
     if getattr(args, "config_files", None):  # nargs="+" also swallows trailing key=value overrides
         args.opts = [c for c in args.config_files if "=" in c] + list(args.opts)
         args.config_files = [c for c in args.config_files if "=" not in c]
+    if getattr(args, "official_config", None):
+        args.opts = [c for c in args.official_config if "=" in c] + list(args.opts)
+        args.official_config = [c for c in args.official_config if "=" not in c]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if getattr(args, "tf32", None):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     if args.iters < 1 or args.warmup < 0:
         raise SystemExit("--iters must be >= 1 and --warmup >= 0")
     mode = {"inference": mode_inference, "train-step": lambda a: mode_inference(a, train=True),

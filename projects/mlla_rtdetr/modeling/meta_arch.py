@@ -25,6 +25,17 @@ from .postprocess import RTDETRPostProcessor
 __all__ = ["RTDETR"]
 
 
+def _to_float32(outputs):
+    """Floating-point tensors of a nested dict / list structure as float32 (others unchanged)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _to_float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(_to_float32(v) for v in outputs)
+    return outputs
+
+
 class RTDETR(nn.Module):
     """Backbone -> hybrid encoder -> RT-DETR decoder, with criterion and post-processing.
 
@@ -204,8 +215,10 @@ class RTDETR(nn.Module):
         if self.training:
             targets = self.prepare_targets(batched_inputs, canvas)
             outputs = self.forward_raw(images, targets)
-            losses = self.criterion(outputs, targets)
-            return losses
+            # Under mixed precision the losses (and the matching) are computed in float32 outside
+            # autocast, as the official training loop does; a no-op in float32 training.
+            with torch.autocast(images.device.type, enabled=False):
+                return self.criterion(_to_float32(outputs), targets)
         outputs = self.forward_raw(images)
         return self.inference(outputs, batched_inputs, sizes, canvas)
 

@@ -8,8 +8,12 @@ the number of images / tokens one call processes.
 Kinds:
 
 * ``inference``  ``model.forward_raw(images)`` of a config's model under ``torch.inference_mode``;
-  options ``deploy`` (RepVGG folding), ``channels_last``, ``compile`` (``torch.compile``).
-* ``train_step`` one optimizer step: forward with random targets, loss sum, backward, AdamW step.
+  options ``deploy`` (RepVGG folding), ``channels_last``, ``compile`` (``torch.compile``),
+  ``precision`` (``fp32``, or autocast to ``fp16`` / ``bf16``) and ``runtime``: ``torch``, or
+  ``onnxruntime`` (the model exported to ONNX as ``tools/export_onnx.py`` does, run by an
+  onnxruntime CPU session).
+* ``train_step`` one optimizer step: forward with random targets (autocast at ``precision``), loss
+  sum, backward (scaled for fp16), AdamW step.
 * ``encoder_blocks`` the intra-scale blocks of the hybrid encoder alone (the attention part), on
   the projected maps of an ``input_size`` image: ``attention`` and ``use_encoder_idx`` override
   the config's.
@@ -18,6 +22,10 @@ Kinds:
 * ``attention``  one attention layer over ``tokens`` tokens of width ``dim``: ``mlla`` (MLLA linear
   attention with LePE and RoPE) or ``softmax`` (qkv projection, scaled-dot-product attention,
   output projection).
+
+``inference`` and ``train_step`` build our model from ``config_file`` (+ ``overrides``), or the
+official RT-DETR model of ``official_config`` from the user's checkout ``official_root``
+(:mod:`.official`), with the same options.
 """
 from __future__ import annotations
 
@@ -65,21 +73,53 @@ def build_case(spec: Dict[str, Any]) -> Case:
         raise ValueError(f"Unknown case kind {kind!r}; expected one of {SPEC_KINDS}.")
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
+    if "tf32" in spec:  # CUDA only: TF32 matmuls / convolutions (off = exact fp32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(spec["tf32"])
     torch.manual_seed(int(spec.get("seed", 0)))
     return _BUILDERS[kind](spec)
 
 
 # ------------------------------------------------------------------------------------------------
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def _detector(spec, device: str, train: bool = False) -> nn.Module:
+    """Our model of ``spec["config_file"]``, or the official model of ``spec["official_config"]``
+    (from the checkout ``spec["official_root"]``, with its criterion when ``train``), on ``device``."""
+    if spec.get("official_config"):
+        from .official import build_official
+
+        model = build_official(spec.get("official_root", ""), spec["official_config"],
+                               _hw(spec["input_size"]), with_criterion=train)
+        return model.to(device)
+    return build_model(_load(spec), checkpoint=spec.get("checkpoint", ""), device=device)
+
+
+def _autocast(spec, device: str):
+    """``torch.autocast`` for ``spec["precision"]`` (fp32: a disabled one)."""
+    precision = spec.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def _inference(spec) -> Case:
-    device = _device(spec)
-    cfg = _load(spec)
-    model = build_model(cfg, checkpoint=spec.get("checkpoint", ""), device=device).eval()
+    runtime = spec.get("runtime", "torch")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    device = "cpu" if runtime == "onnxruntime" else _device(spec)
+    model = _detector(spec, device).eval()
     if spec.get("deploy"):
         if not hasattr(model, "deploy"):
             raise AttributeError(f"{type(model).__name__} has no deploy(); cannot benchmark deploy=True.")
         model.deploy()
     b, size = int(spec["batch_size"]), _hw(spec["input_size"])
     images = _seeded_rand(b, 3, *size, device=device)
+    params = sum(p.numel() for p in model.parameters())
+    if runtime == "onnxruntime":
+        return _onnxruntime_case(spec, model, images, params)
     if spec.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
@@ -88,10 +128,33 @@ def _inference(spec) -> Case:
         forward = torch.compile(forward)
 
     def fn():
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(spec, device):
             return forward(images)
 
-    return Case(fn, device, b, {"params": sum(p.numel() for p in model.parameters())})
+    return Case(fn, device, b, {"params": params})
+
+
+def _onnxruntime_case(spec, model: nn.Module, images: torch.Tensor, params: int) -> Case:
+    """``forward_raw`` exported to ONNX (dynamic batch, as ``tools/export_onnx.py``), run by an
+    onnxruntime CPU session with ``spec["threads"]`` intra-op threads."""
+    import os
+    import tempfile
+
+    from .onnx_utils import RawExport, export, onnxruntime_session
+
+    if spec.get("channels_last") or spec.get("compile") or spec.get("precision", "fp32") != "fp32":
+        raise ValueError("runtime=onnxruntime takes the exported fp32 graph: no channels_last, compile or autocast.")
+    wrapper = RawExport(model).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export(wrapper, (images[:2] if images.shape[0] > 1 else images.repeat(2, 1, 1, 1),),
+                      os.path.join(tmp, "model.onnx"), wrapper.input_names, wrapper.output_names)
+        session = onnxruntime_session(path, threads=spec.get("threads"))  # holds the model in memory
+    feeds = {wrapper.input_names[0]: images.numpy()}
+
+    def fn():
+        return session.run(None, feeds)
+
+    return Case(fn, "cpu", images.shape[0], {"params": params})
 
 
 def random_instances(batch_size: int, size, num_classes: int, boxes_per_image: int = 6, seed: int = 0,
@@ -118,9 +181,10 @@ def random_instances(batch_size: int, size, num_classes: int, boxes_per_image: i
 
 
 def _train_step(spec) -> Case:
+    """One optimizer step as our ``Trainer`` runs it, without gradient clipping: forward (autocast
+    at ``spec["precision"]``), loss sum, zero_grad, (scaled) backward, AdamW step."""
     device = _device(spec)
-    cfg = _load(spec)
-    model = build_model(cfg, checkpoint=spec.get("checkpoint", ""), device=device)
+    model = _detector(spec, device, train=True)
     if spec.get("deploy"):  # trains the folded RepVGG convs directly (deploy() leaves eval mode on)
         model.deploy()
     model.train()
@@ -129,13 +193,16 @@ def _train_step(spec) -> Case:
     batch = random_instances(b, size, num_classes, device=device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=spec.get("precision") == "fp16")
 
     def fn():
-        losses = model(batch)
-        loss = sum(losses.values())
+        with _autocast(spec, device):
+            losses = model(batch)
+        loss = sum(v.float() for v in losses.values())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         return float(loss.detach())
 
     return Case(fn, device, b, {"params": sum(p.numel() for p in model.parameters())})
