@@ -11,9 +11,9 @@ inside ``scaled_dot_product_attention`` are not counted.
 """
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 
-from mlla_rtdetr.config import config_path
+from mlla_rtdetr.engine import load_config
 from mlla_rtdetr.utils.flops import MATMUL_OPERATORS, model_flops, official_gflops
 
 # size -> (exact parameter count, published M params, published GFLOPs at 640)
@@ -43,7 +43,7 @@ V2_RECIPES = {
 
 
 def _load(name):
-    return LazyConfig.load(str(config_path(name)))
+    return load_config(name)
 
 
 def count_gflops(model, size=(640, 640)):

@@ -13,10 +13,10 @@ import timm
 import torch
 from detectron2.config import instantiate
 
+from mlla_rtdetr.engine import load_config
 from mlla_rtdetr.engine.overrides import UnknownConfigKeyError
 from mlla_rtdetr.errors import ConfigError
 from mlla_rtdetr.modeling import RTDETR, HybridEncoder, TimmBackbone
-from mlla_rtdetr.utils.config import load_config
 from rtdetr_model_utils import tiny_criterion, tiny_decoder
 
 FAMILIES = ["test_resnet", "test_convnext", "test_efficientnet"]

@@ -211,7 +211,9 @@ def test_data_pipeline_mode(bench, tmp_path):
 
 
 def test_analyze_model_counts(tmp_path):
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
+
+    from mlla_rtdetr.engine import load_config
 
     from mlla_rtdetr.utils.flops import model_flops, official_gflops
 
@@ -220,7 +222,7 @@ def test_analyze_model_counts(tmp_path):
     res = tool.main(["--config-file", TINY_CONFIG, "--input-size", "128", "--output", str(out),
                      "model.decoder.num_layers=1"])
     saved = json.loads(out.read_text())
-    cfg = LazyConfig.load(TINY_CONFIG)
+    cfg = load_config(TINY_CONFIG)
     cfg.model.decoder.num_layers = 1
     model = instantiate(cfg.model)
     assert saved["params"]["total"] == sum(p.numel() for p in model.parameters())

@@ -22,9 +22,8 @@ import argparse
 import sys
 import time
 
-import torch
-
-from mlla_rtdetr.utils.config import build_model, load_config
+from mlla_rtdetr.engine import build_model, load_config
+from mlla_rtdetr.errors import run_main
 from mlla_rtdetr.utils.flops import count_parameters, model_flops, official_gflops
 from mlla_rtdetr.utils.report import environment, markdown_table, write_json
 
@@ -50,8 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def input_hw(args, model):
     if args.input_size:
-        if len(args.input_size) > 2:
-            raise SystemExit("--input-size takes H or H W")
         return args.input_size[0], args.input_size[-1]
     eval_size = getattr(model, "eval_size", None) or getattr(model, "eval_spatial_size", None)
     if eval_size:
@@ -112,12 +109,12 @@ def render(out: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.batch_size < 1:
-        raise SystemExit("--batch-size must be >= 1")
-    torch.manual_seed(0)
+        parser.error("--batch-size must be >= 1")
+    if args.input_size and len(args.input_size) > 2:
+        parser.error("--input-size takes H or H W")
     out = analyze(args)
     print(render(out))
     if args.output:
@@ -127,4 +124,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -23,6 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlla_rtdetr.errors import run_main
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,9 +52,9 @@ def main(argv=None) -> int:
 
     target = None
     if args.config:
-        from detectron2.config import LazyConfig, instantiate
+        from mlla_rtdetr.engine import build_model, load_config
 
-        model = instantiate(LazyConfig.load(args.config).model)
+        model = build_model(load_config(args.config), checkpoint="")
         target = model if args.kind == "rtdetr" else model.backbone
     try:
         ckpt = read_checkpoint(args.input, weights_only=not args.unsafe_load)
@@ -73,4 +75,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -129,7 +129,7 @@ def evaluate(row: Dict[str, Any], args, out_dir: Path) -> Dict[str, Any]:
 
 def count(row: Dict[str, Any], args, device: str) -> Dict[str, Any]:
     """Parameters and GFLOPs of the row's model (weights do not matter)."""
-    from mlla_rtdetr.utils.config import build_model, load_config
+    from mlla_rtdetr.engine import build_model, load_config
     from mlla_rtdetr.utils.flops import count_parameters, model_flops, official_gflops
 
     cfg = load_config(row["config_file"], args.opts)
@@ -197,13 +197,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.opts and args.opts[0] == "--":
         args.opts = args.opts[1:]
-    from mlla_rtdetr.errors import UserError
-
-    try:
-        rows = find_rows(args)
-    except UserError as e:
-        print(f"reproduce_table.py: error: {e}", file=sys.stderr)
-        return 2
+    rows = find_rows(args)
     log(f"{len(rows)} row(s) with an official checkpoint: " + ", ".join(r["entry"].name for r in rows))
     if args.list:
         for r in rows:
@@ -248,4 +242,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mlla_rtdetr.errors import run_main
+
+    sys.exit(run_main(main))

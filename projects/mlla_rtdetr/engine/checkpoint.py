@@ -28,8 +28,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from .ema import ModelEMA, unwrap_model
+from ..checkpoint import mlla_converter, rtdetr_converter
 from ..errors import CheckpointError
+from .ema import ModelEMA, unwrap_model
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -270,8 +271,6 @@ def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], what: st
 
 def _official_backbone_kind(checkpoint: Mapping) -> Optional[str]:
     """"resnet_vd" / "hgnetv2" for the official ImageNet backbone files, else None."""
-    from mlla_rtdetr.checkpoint import rtdetr_converter
-
     try:
         state, _ = rtdetr_converter.extract_state_dict(checkpoint)
     except rtdetr_converter.CheckpointConversionError:
@@ -281,21 +280,13 @@ def _official_backbone_kind(checkpoint: Mapping) -> Optional[str]:
 
 def _official_converter(checkpoint: Mapping):
     """(name, loader(model, checkpoint) -> report) of the official format of ``checkpoint``, or None."""
-    from mlla_rtdetr.checkpoint import rtdetr_converter
-
     if rtdetr_converter.is_official_rtdetr_checkpoint(checkpoint):
         return "official RT-DETR", rtdetr_converter.load_official_rtdetr
     backbone = _official_backbone_kind(checkpoint)
     if backbone is not None:
         return f"official {backbone} ImageNet backbone", rtdetr_converter.load_official_backbone
-    try:
-        from mlla_rtdetr.checkpoint import mlla_converter
-    except ImportError:
-        return None
-    detect = getattr(mlla_converter, "is_official_mlla_checkpoint", None)
-    load = getattr(mlla_converter, "load_official_mlla", None)
-    if detect is not None and load is not None and detect(checkpoint):
-        return "official MLLA", load
+    if mlla_converter.is_official_mlla_checkpoint(checkpoint):
+        return "official MLLA", mlla_converter.load_official_mlla
     return None
 
 

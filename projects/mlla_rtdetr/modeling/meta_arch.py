@@ -252,7 +252,4 @@ class RTDETR(nn.Module):
         self.eval()
         if hasattr(self.encoder, "deploy"):
             self.encoder.deploy()
-        for m in self.modules():
-            if m is not self and m is not self.encoder and hasattr(m, "convert_to_deploy"):
-                m.convert_to_deploy()
         return self
