@@ -1,6 +1,14 @@
 """Size variants are derived from their base recipe (they import its top-level objects and set
-what differs): each differs from its base in exactly the entries its official config changes."""
+what differs): each differs from its base in exactly the entries its official config changes, and
+each resolves to the config it had before it was derived (``tests/fixtures/recipes/``).
+
+A deliberate change to one of the fixture's recipes rewrites the fixture:
+``python tests/test_recipe_derivation.py``.
+"""
 import copy
+import json
+import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -10,18 +18,22 @@ from detectron2.config import instantiate
 from mlla_rtdetr.config import get_config
 
 TRAINING = ("dataloader", "optimizer", "lr_multiplier", "train")
+RESOLVED = Path(__file__).parent / "fixtures" / "recipes" / "derived_variants_resolved.json"
 
 
 def _flat(node, prefix=""):
-    """Dotted key -> leaf value of a resolved config (callables as their qualified names)."""
+    """Dotted key -> leaf value of a resolved config (callables as their qualified names, other
+    objects as their repr)."""
     if OmegaConf.is_config(node):
         node = OmegaConf.to_container(node, resolve=True)
     if isinstance(node, dict):
         items = node.items()
     elif isinstance(node, (list, tuple)):
         items = enumerate(node)
+    elif hasattr(node, "__qualname__"):
+        return {prefix: f"{node.__module__}.{node.__qualname__}"}
     else:
-        return {prefix: getattr(node, "__qualname__", node)}
+        return {prefix: node if isinstance(node, (int, float, str, bool, type(None))) else repr(node)}
     out = {}
     for k, v in items:
         out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
@@ -104,3 +116,30 @@ def test_official_r34_group_patterns_select_the_r18_groups():
     ours, theirs = _groups(r34, model), _groups(official, model)
     assert sum(len(g) for g in ours) == 404 and len(ours) == 4
     assert ours == theirs
+
+
+# The official v1 R34 YAML spells the group patterns differently from R18's; the derived recipe
+# uses R18's, which select the same parameters (test_official_r34_group_patterns_select_the_r18_groups).
+R34_PATTERNS = {f"optimizer.params.rules.{i}.pattern" for i in (1, 2, 3)}
+
+
+def _resolved_fixture():
+    return json.loads(RESOLVED.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(_resolved_fixture()))
+def test_derived_recipe_resolves_as_before(name):
+    before, now = _resolved_fixture()[name], _flat(get_config(name))
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k, "<absent>") != now.get(k, "<absent>"))
+    if name == "rtdetr_r34vd_6x_coco.py":
+        r18 = _flat(get_config("rtdetr_r18vd_6x_coco.py"))
+        assert all(now[k] == r18[k] for k in R34_PATTERNS)
+        changed = [k for k in changed if k not in R34_PATTERNS]
+    assert not changed, f"{name} resolves differently: " + "; ".join(
+        f"{k}: {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}" for k in changed[:20])
+
+
+if __name__ == "__main__":
+    resolved = {name: _flat(get_config(name)) for name in _resolved_fixture()}
+    RESOLVED.write_text(json.dumps(resolved, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {RESOLVED} ({len(resolved)} recipes)", file=sys.stderr)

@@ -34,6 +34,8 @@ UNKNOWN_KEY = ("Unknown config key 'train.max_iters'", "train.max_iter")
     ("train_net.py", ["--config-file", "rtdetr_tiny_synthetc.py"], MISSPELT_CONFIG),
     ("train_net.py", ["--config-file", TINY, "--num-gpus", "2", "train.max_iters=5"], UNKNOWN_KEY),
     ("analyze_model.py", ["--config-file", "rtdetr_tiny_synthetc.py"], MISSPELT_CONFIG),
+    ("analyze_model.py", ["--config-file", TINY, "--checkpoint", "absent.pth"],
+     ("Checkpoint 'absent.pth' does not exist",)),
     ("export_onnx.py", ["--config-file", TINY, "--output", "unused.onnx", "train.max_iters=5"], UNKNOWN_KEY),
     ("visualize_data.py", ["--config-file", TINY, "--output-dir", "unused", "dataloader.train.total_batchsize=2"],
      ("Unknown config key 'dataloader.train.total_batchsize'", "dataloader.train.total_batch_size")),

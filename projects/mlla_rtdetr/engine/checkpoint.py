@@ -29,7 +29,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..checkpoint import mlla_converter, rtdetr_converter
-from ..errors import CheckpointError
+from ..errors import CheckpointError, PathNotFoundError
 from .ema import ModelEMA, unwrap_model
 
 __all__ = [
@@ -79,7 +79,7 @@ def _atomic_write_text(text: str, path: str) -> None:
 def read_checkpoint_file(path: str) -> Dict[str, Any]:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with an actionable error."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint '{path}' does not exist.")
+        raise PathNotFoundError(f"Checkpoint '{path}' does not exist.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -19,8 +19,6 @@ logger = logging.getLogger(__name__)
 def load_run_config(record: dict, run_dir: Optional[Path] = None):
     """The LazyConfig a run trained with: its base config + overrides (from ``sweep_run.json``),
     else the ``config.yaml`` detectron2 saved in the run directory. None if neither loads."""
-    from detectron2.config import LazyConfig
-
     from mlla_rtdetr.engine import load_config
 
     cfg_file = record.get("config_file")
@@ -29,7 +27,7 @@ def load_run_config(record: dict, run_dir: Optional[Path] = None):
         return load_config(cfg_file, overrides)
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
         try:
-            return LazyConfig.load(str(Path(run_dir) / "config.yaml"))
+            return load_config(str(Path(run_dir) / "config.yaml"))
         except Exception as e:  # configs with non-serializable objects cannot round-trip
             logger.warning(f"Cannot load {Path(run_dir) / 'config.yaml'}: {e}")
     return None
