@@ -27,7 +27,7 @@ from mlla_rtdetr.modeling import (
     RTDETRTransformer,
 )
 
-CASES = ["rtdetr_v1_r18vd", "rtdetrv2_r18vd", "rtdetrv2_r50vd", "rtdetrv2_hgnetv2_l"]
+CASES = ["rtdetr_v1_r18vd", "rtdetrv2_r18vd", "rtdetrv2_r50vd", "rtdetrv2_hgnetv2_l", "rtdetrv2_r18vd_dsp"]
 TOL = 1e-4
 STRICT_TOL = 3e-5
 

@@ -38,7 +38,9 @@ __all__ = [
     "PeriodicCheckpointer",
     "BestCheckpointer",
     "InitCheckpointError",
+    "is_url",
     "load_init_checkpoint",
+    "local_checkpoint_path",
     "read_checkpoint_file",
     "shape_mismatch_table",
 ]
@@ -76,8 +78,31 @@ def _atomic_write_text(text: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+def is_url(path: str) -> bool:
+    """True for ``https://...`` (and other ``scheme://``) checkpoint locations."""
+    return "://" in str(path)
+
+
+def local_checkpoint_path(path: str) -> str:
+    """``path`` itself, or for a URL the file downloaded once into detectron2's cache (iopath)."""
+    if not is_url(path):
+        return path
+    from detectron2.utils.file_io import PathManager
+
+    try:
+        return PathManager.get_local_path(path)
+    except Exception as e:
+        name = os.path.basename(path.split("?")[0]) or "checkpoint.pth"
+        raise InitCheckpointError(
+            f"Could not download checkpoint '{path}': {e}\nWithout network access, download it "
+            f"elsewhere and pass the file instead, e.g. train.init_checkpoint=/path/to/{name}"
+        ) from e
+
+
 def read_checkpoint_file(path: str) -> Dict[str, Any]:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with an actionable error."""
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with an actionable error.
+    ``path`` may be a URL (downloaded once, see :func:`local_checkpoint_path`)."""
+    path = local_checkpoint_path(path)
     if not os.path.isfile(path):
         raise PathNotFoundError(f"Checkpoint '{path}' does not exist.")
     try:

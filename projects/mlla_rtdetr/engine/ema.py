@@ -58,7 +58,9 @@ class ModelEMA:
         for name, avg in self.module.state_dict().items():
             value = source[name].detach()
             if avg.dtype.is_floating_point:
-                avg.mul_(d).add_(value.to(avg.dtype), alpha=1.0 - d)
+                # two roundings, as the official update (an add_ with alpha may fuse them)
+                avg.mul_(d)
+                avg.add_((1.0 - d) * value.to(avg.dtype))
             else:
                 avg.copy_(value)
 

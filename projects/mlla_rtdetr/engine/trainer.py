@@ -119,7 +119,8 @@ class Trainer(SimpleTrainer):
         grad_norm = None
         if self.clip_grad is not None:
             self.grad_scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            # model order, as the official clip over model.parameters(): the norm's summation order
+            params = [p for p in self.model.parameters() if p.grad is not None]
             if params:
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, **self.clip_grad)
         self._write_metrics(loss_dict, data_time)

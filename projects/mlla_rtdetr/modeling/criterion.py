@@ -15,20 +15,39 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from detectron2.utils import comm
 from torch import nn
-from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import box_convert, sigmoid_focal_loss
 
-__all__ = ["RTDETRCriterion", "paired_box_iou", "varifocal_loss"]
+__all__ = ["RTDETRCriterion", "paired_box_iou", "paired_generalized_box_iou", "varifocal_loss"]
 
 
-def paired_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """IoU of corresponding rows of two (N, 4) XYXY box sets -> (N,)."""
+def _paired_iou_union(boxes1: torch.Tensor, boxes2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
     area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
     lt = torch.max(boxes1[:, :2], boxes2[:, :2])
     rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
     wh = (rb - lt).clamp(min=0)
     inter = wh[:, 0] * wh[:, 1]
-    return inter / (area1 + area2 - inter)
+    union = area1 + area2 - inter
+    return inter / union, union
+
+
+def paired_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of corresponding rows of two (N, 4) XYXY box sets -> (N,)."""
+    return _paired_iou_union(boxes1, boxes2)[0]
+
+
+def paired_generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Generalized IoU of corresponding rows of two (N, 4) XYXY box sets -> (N,).
+
+    No epsilon (unlike ``torchvision.ops.generalized_box_iou_loss``): the values, and their
+    gradients, are the diagonal of the official pairwise ``generalized_box_iou`` bit for bit.
+    """
+    iou, union = _paired_iou_union(boxes1, boxes2)
+    lt = torch.min(boxes1[:, :2], boxes2[:, :2])
+    rb = torch.max(boxes1[:, 2:], boxes2[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    area = wh[:, 0] * wh[:, 1]
+    return iou - (area - union) / area
 
 
 def varifocal_loss(
@@ -130,8 +149,8 @@ class RTDETRCriterion(nn.Module):
         idx, tgt_boxes, _ = self._matched(outputs, targets, indices)
         src_boxes = outputs["pred_boxes"][idx]
         loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="none").sum() / num_boxes
-        loss_giou = generalized_box_iou_loss(
-            box_convert(src_boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy"), reduction="none"
+        loss_giou = 1 - paired_generalized_box_iou(
+            box_convert(src_boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
         )
         if boxes_weight is not None:
             loss_giou = loss_giou * boxes_weight
@@ -146,7 +165,7 @@ class RTDETRCriterion(nn.Module):
         if self.boxes_weight_format == "iou":
             w = paired_box_iou(src, tgt)
         else:
-            w = 1 - generalized_box_iou_loss(src, tgt, reduction="none")
+            w = paired_generalized_box_iou(src, tgt)
         if loss == "boxes":
             return {"boxes_weight": w}
         if loss == "vfl":

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 from torch import nn
+from torchvision.ops import box_convert
 
 from ..errors import ConfigError
 from .postprocess import RTDETRPostProcessor
@@ -189,16 +190,8 @@ class RTDETR(nn.Module):
             if "instances" not in x:
                 raise KeyError("Training inputs need an 'instances' field (gt_boxes, gt_classes).")
             inst = x["instances"].to(self.device)
-            xyxy = inst.gt_boxes.tensor.float() / scale
-            cxcywh = torch.stack(
-                [
-                    (xyxy[:, 0] + xyxy[:, 2]) / 2,
-                    (xyxy[:, 1] + xyxy[:, 3]) / 2,
-                    xyxy[:, 2] - xyxy[:, 0],
-                    xyxy[:, 3] - xyxy[:, 1],
-                ],
-                -1,
-            )
+            # convert in pixels, then normalize: the official ConvertBoxes order (same float rounding)
+            cxcywh = box_convert(inst.gt_boxes.tensor.float(), "xyxy", "cxcywh") / scale
             labels = inst.gt_classes.long()
             if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise ValueError(

@@ -1,13 +1,17 @@
-"""Multi-scale deformable attention in pure PyTorch (``F.grid_sample``), RT-DETR v1/v2 style.
+"""Multi-scale deformable attention in pure PyTorch, RT-DETR v1/v2 style.
 
 Each query samples ``num_points[l]`` locations on every feature level ``l`` around its reference
-box, per attention head, and returns the attention-weighted sum of the bilinearly sampled values.
-v2 allows a different number of points per level; v1 is the special case of equal counts.
+box, per attention head, and returns the attention-weighted sum of the sampled values. v2 allows a
+different number of points per level (the ``sp1``/``sp2``/``sp3`` recipes); v1 is the special case
+of equal counts. Values are sampled bilinearly (``F.grid_sample``) or, for the v2 "discrete"
+recipes (``*_dsp_*``, deployable without a ``grid_sample`` kernel), at the nearest pixel.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence as SequenceABC
 from typing import List, Sequence, Tuple, Union
 
 import torch
@@ -15,7 +19,47 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import init
 
-__all__ = ["MSDeformableAttention", "deformable_attention_core"]
+from ...errors import ConfigError
+
+__all__ = ["MSDeformableAttention", "deformable_attention_core", "per_level_num_points", "SAMPLING_METHODS"]
+
+SAMPLING_METHODS = ("default", "discrete")
+
+
+def per_level_num_points(num_points: Union[int, Sequence[int]], num_levels: int) -> List[int]:
+    """Sampling points per feature level as a list of ``num_levels`` positive ints.
+
+    ``num_points`` is one int for every level, or one int per level as a list, tuple or OmegaConf
+    ``ListConfig`` (what a LazyConfig recipe or a ``model.decoder.num_points=[1,1,1]`` override
+    gives). Anything else raises :class:`ConfigError`.
+    """
+    if isinstance(num_points, SequenceABC) and not isinstance(num_points, (str, bytes)):
+        counts = list(num_points)
+        if len(counts) != num_levels:
+            example = [counts[0] if counts else 4] * num_levels
+            raise ConfigError(
+                f"num_points {counts} has {len(counts)} entries but the decoder samples {num_levels} "
+                f"levels (num_levels={num_levels}); give one count per level, e.g. {example}, or a "
+                "single int for all levels."
+            )
+    else:
+        counts = [num_points] * num_levels
+    for n in counts:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ConfigError(
+                f"num_points must be a positive int or a list of {num_levels} positive ints (one per "
+                f"level), got {num_points!r}."
+            )
+    return [int(n) for n in counts]
+
+
+def _check_sampling_method(method: str) -> str:
+    if method not in SAMPLING_METHODS:
+        raise ConfigError(
+            f"Unknown deformable attention sampling method {method!r} (cross_attn_method); "
+            f"use one of {list(SAMPLING_METHODS)}."
+        )
+    return method
 
 
 def deformable_attention_core(
@@ -35,12 +79,13 @@ def deformable_attention_core(
             points grouped level by level.
         attention_weights: (B, Lq, n_heads, sum(num_points)), softmax-normalized.
         num_points_list: number of points sampled on each level.
-        method: "default" (bilinear ``grid_sample``, zero padding) or "discrete"
-            (nearest-pixel gather, as the official v2 "discrete" option).
+        method: "default" (bilinear ``grid_sample``, zero padding) or "discrete" (the value at
+            pixel ``int(x * W + 0.5), int(y * H + 0.5)``, clamped to the map, as official v2).
 
     Returns:
         (B, Lq, n_heads * head_dim)
     """
+    _check_sampling_method(method)
     bs, _, n_heads, head_dim = value.shape
     len_q = sampling_locations.shape[1]
     split_sizes = [h * w for h, w in spatial_shapes]
@@ -49,33 +94,50 @@ def deformable_attention_core(
     # (B*n_heads, Lq, P_total, 2)
     locations = sampling_locations.permute(0, 2, 1, 3, 4).flatten(0, 1)
     if method == "default":
-        grids = (2 * locations - 1).split(list(num_points_list), dim=-2)
-    elif method == "discrete":
-        grids = locations.split(list(num_points_list), dim=-2)
-    else:
-        raise ValueError(f"Unknown deformable attention method '{method}'; use 'default' or 'discrete'.")
+        locations = 2 * locations - 1  # grid_sample's [-1, 1] convention
+    location_list = locations.split(list(num_points_list), dim=-2)
 
     sampled = []
     for level, (h, w) in enumerate(spatial_shapes):
-        value_l = value_list[level].reshape(bs * n_heads, head_dim, h, w)
         if method == "default":
+            value_l = value_list[level].reshape(bs * n_heads, head_dim, h, w)
             # (B*n_heads, head_dim, Lq, P_l)
             sampled.append(
-                F.grid_sample(value_l, grids[level], mode="bilinear", padding_mode="zeros", align_corners=False)
+                F.grid_sample(value_l, location_list[level], mode="bilinear", padding_mode="zeros", align_corners=False)
             )
         else:
-            n_pts = num_points_list[level]
-            scale = torch.tensor([w, h], device=value.device, dtype=grids[level].dtype)
-            coord = (grids[level] * scale + 0.5).to(torch.int64)
-            coord_x = coord[..., 0].clamp(0, w - 1).reshape(bs * n_heads, len_q * n_pts)
-            coord_y = coord[..., 1].clamp(0, h - 1).reshape(bs * n_heads, len_q * n_pts)
-            flat_idx = (coord_y * w + coord_x).unsqueeze(1).expand(-1, head_dim, -1)
-            gathered = value_l.flatten(2).gather(2, flat_idx)
-            sampled.append(gathered.reshape(bs * n_heads, head_dim, len_q, n_pts))
+            sampled.append(_sample_nearest(value_list[level], h, w, location_list[level]))
 
     weights = attention_weights.permute(0, 2, 1, 3).reshape(bs * n_heads, 1, len_q, -1)
     output = (torch.cat(sampled, dim=-1) * weights).sum(-1)
     return output.reshape(bs, n_heads * head_dim, len_q).permute(0, 2, 1)
+
+
+def _sample_nearest(value_l: torch.Tensor, h: int, w: int, locations: torch.Tensor) -> torch.Tensor:
+    """Nearest-pixel sampling of one level (the v2 "discrete" method).
+
+    Pixel ``k`` is read for ``x`` in ``[(k - 0.5) / W, (k + 0.5) / W)``: it sits at ``k / W``, half a
+    pixel from where ``grid_sample(align_corners=False)`` puts it, as in the official code (the
+    dsp checkpoints were trained with this convention).
+
+    Args:
+        value_l: (N, C, H*W) values of the level.
+        locations: (N, Lq, P, 2) normalized (x, y).
+
+    Returns:
+        (N, C, Lq, P). The result is a channels-last view of the (N, Lq*P, C) gathered rows, as in
+        the official code: the layout fixes the order of the weighted sum that follows, so the
+        outputs match the official ones bit for bit.
+    """
+    n, len_q, n_points, _ = locations.shape
+    scale = torch.tensor([w, h], dtype=locations.dtype, device=locations.device)
+    pixel = (locations * scale + 0.5).to(torch.int64)  # truncation toward zero, as official
+    # official v2 clamps both coordinates to h - 1, which only equals this on square maps
+    col = pixel[..., 0].clamp(0, w - 1).reshape(n, len_q * n_points)
+    row = pixel[..., 1].clamp(0, h - 1).reshape(n, len_q * n_points)
+    batch = torch.arange(n, device=value_l.device).unsqueeze(-1)
+    gathered = value_l.transpose(1, 2)[batch, row * w + col]  # (N, Lq*P, C)
+    return gathered.permute(0, 2, 1).reshape(n, -1, len_q, n_points)
 
 
 class MSDeformableAttention(nn.Module):
@@ -85,8 +147,9 @@ class MSDeformableAttention(nn.Module):
         embed_dim: channel width C.
         num_heads: attention heads; C must be divisible by it.
         num_levels: feature levels L.
-        num_points: points per level (int for all levels, or a list of L ints).
-        method: "default" (bilinear) or "discrete".
+        num_points: points per level: one int for all levels, or L ints (list, tuple or ListConfig).
+        method: "default" (bilinear) or "discrete" (nearest pixel; the sampling offsets are frozen,
+            as official: the rounding passes no gradient to them).
         offset_scale: offsets are ``offset * (1/n_l) * ref_wh * offset_scale`` for box references.
 
     The buffer ``num_points_scale`` (``1/n_l`` repeated ``n_l`` times per level) is derived from the
@@ -104,15 +167,9 @@ class MSDeformableAttention(nn.Module):
     ):
         super().__init__()
         if embed_dim % num_heads != 0:
-            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}).")
-        if isinstance(num_points, (list, tuple)):
-            if len(num_points) != num_levels:
-                raise ValueError(f"num_points has {len(num_points)} entries but num_levels is {num_levels}.")
-            num_points_list = [int(n) for n in num_points]
-        else:
-            num_points_list = [int(num_points)] * num_levels
-        if method not in ("default", "discrete"):
-            raise ValueError(f"Unknown deformable attention method '{method}'; use 'default' or 'discrete'.")
+            raise ConfigError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}).")
+        num_points_list = per_level_num_points(num_points, num_levels)
+        _check_sampling_method(method)
 
         self.embed_dim = embed_dim
         self.num_heads = num_heads

@@ -34,9 +34,10 @@ import torch
 from torch import nn
 from torch.nn import init
 
+from ...errors import ConfigError
 from ..layers import MLP, get_activation
 from .denoising import get_contrastive_denoising_training_group, inverse_sigmoid
-from .ms_deform_attn import MSDeformableAttention
+from .ms_deform_attn import MSDeformableAttention, per_level_num_points
 
 __all__ = ["MLP", "TransformerDecoderLayer", "TransformerDecoder", "RTDETRTransformer", "generate_anchors"]
 
@@ -202,7 +203,8 @@ class RTDETRTransformer(nn.Module):
         num_queries: Q selected encoder tokens.
         feat_channels / feat_strides: per encoder output level; extra levels (``num_levels`` >
             len(feat_channels)) are made with stride-2 3x3 convs.
-        num_points: points per level (int or list), v2 only may differ per level.
+        num_points: points per level: one int, or one per level (list / tuple / ListConfig; only v2
+            may use different counts per level, e.g. the official ``sp1`` recipe's [1, 1, 1]).
         num_layers: decoder layers; ``eval_idx`` the layer whose output is used at inference.
         num_denoising, label_noise_ratio, box_noise_scale: contrastive denoising.
         learn_query_content: learned query contents instead of selected encoder features.
@@ -247,8 +249,12 @@ class RTDETRTransformer(nn.Module):
                 f"feat_channels {list(feat_channels)} / feat_strides {list(feat_strides)} must have the same "
                 f"length, at most num_levels={num_levels}."
             )
-        if version == "v1" and isinstance(num_points, (list, tuple)) and len(set(num_points)) > 1:
-            raise ValueError("RT-DETR v1 uses the same number of points on every level; use version='v2'.")
+        num_points = per_level_num_points(num_points, num_levels)
+        if version == "v1" and len(set(num_points)) > 1:
+            raise ConfigError(
+                f"RT-DETR v1 uses the same number of points on every level, got num_points={num_points}; "
+                "use version='v2' for per-level counts."
+            )
         if query_select_method not in ("default", "one2many", "agnostic"):
             raise ValueError(f"Unknown query_select_method '{query_select_method}'.")
         feat_strides = list(feat_strides)
@@ -403,9 +409,14 @@ class RTDETRTransformer(nn.Module):
         def gather(t):
             return t.gather(1, topk_ind.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
 
-        # the box head is row-wise: evaluating it on the selected tokens only saves ~N/Q of its cost
         topk_memory = gather(output_memory)
-        topk_coord_unact = self.enc_bbox_head(topk_memory) + anchors[0][topk_ind]  # anchors: (1, N, 4)
+        if self.training:
+            # on all N tokens as official: the weight gradients then sum the same rows in the same
+            # order (on the Q selected ones they differ by ulps, which Adam's first steps amplify)
+            topk_coord_unact = gather(self.enc_bbox_head(output_memory) + anchors)
+        else:
+            # the box head is row-wise: on the selected tokens only it gives the same boxes at ~Q/N of the cost
+            topk_coord_unact = self.enc_bbox_head(topk_memory) + anchors[0][topk_ind]  # anchors: (1, N, 4)
         enc_topk_bboxes, enc_topk_logits = None, None
         if self.training:
             enc_topk_bboxes = torch.sigmoid(topk_coord_unact)

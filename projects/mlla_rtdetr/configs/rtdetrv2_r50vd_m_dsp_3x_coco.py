@@ -1,0 +1,20 @@
+"""RT-DETRv2-M (R50-m) with discrete sampling (official ``rtdetrv2_r50vd_m_dsp_3x_coco.yml``).
+
+The ``rtdetrv2_r50vd_m_7x_coco.py`` recipe with ``cross_attn_method="discrete"``: the decoder's
+deformable cross-attention reads the feature pixel nearest to each sampling location instead of
+interpolating with ``grid_sample`` (deployable where ``grid_sample`` is slow or missing, e.g.
+TensorRT < 8.5); the sampling offsets are frozen. As the official recipe, it fine-tunes the trained
+grid-sampling model ``rtdetrv2_r50vd_m_7x_coco_ema.pth`` for 36 epochs; strong augmentation and
+multi-scale stop at epoch 33.
+
+``train.init_checkpoint`` is the official URL: detectron2 downloads it once into its cache, the file
+is recognised as an official checkpoint and converted (EMA weights preferred). Offline: download it
+and pass ``train.init_checkpoint=/path/to/rtdetrv2_r50vd_m_7x_coco_ema.pth``.
+"""
+from .rtdetrv2_r50vd_m_7x_coco import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.decoder.cross_attn_method = "discrete"
+dataloader.train.stop_aug_epoch = 33
+train.epochs = 36
+train.init_checkpoint = "https://github.com/lyuwenyu/storage/releases/download/v0.1/rtdetrv2_r50vd_m_7x_coco_ema.pth"
+train.output_dir = "./output/rtdetrv2_r50vd_m_dsp_3x_coco"
