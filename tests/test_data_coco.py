@@ -6,13 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from omegaconf import OmegaConf
 
-from mlla_rtdetr.config import config_path
+from mlla_rtdetr.engine import check_num_classes, load_config
+from mlla_rtdetr.errors import ConfigError
 from mlla_rtdetr.data import (
     RTDETRDatasetMapper,
-    check_num_classes,
     get_dataset_dicts,
     load_coco_json_checked,
     read_image_rgb,
@@ -174,8 +175,7 @@ def test_coco_config_takes_any_dataset_by_overrides(tmp_path):
     j, root = make_tiny_coco(tmp_path, num_images=6)
     jv, rootv = make_tiny_coco(tmp_path / "val", num_images=3)
     tr, va = unique_name("mytrain"), unique_name("myval")
-    cfg = LazyConfig.load(str(config_path("common/data/coco_detection.py")))
-    cfg = LazyConfig.apply_overrides(cfg, [
+    cfg = load_config("common/data/coco_detection.py", [
         f"dataloader.train.dataset.names={tr}", f"dataloader.train.dataset.json_file={j}",
         f"dataloader.train.dataset.image_root={root}", f"dataloader.test.dataset.names={va}",
         f"dataloader.test.dataset.json_file={jv}", f"dataloader.test.dataset.image_root={rootv}",
@@ -192,16 +192,25 @@ def test_coco_config_takes_any_dataset_by_overrides(tmp_path):
     test = instantiate(cfg.dataloader.test)
     out = [d for b in test for d in b]
     assert len(out) == 3 and out[0]["image"].shape == (3, 640, 640) and (out[0]["height"], out[0]["width"]) == (48, 64)
-    assert check_num_classes(2, 2, [tr, va]) == 2
+    check_num_classes(cfg)  # both sets: 2 classes
 
 
 def test_check_num_classes_says_which_is_which(tmp_path):
     j, root = make_tiny_coco(tmp_path, num_images=1)
     name = register_coco_format(unique_name("nc"), str(j), str(root))
-    with pytest.raises(ValueError) as e:
-        check_num_classes(80, 2, [name])
+    cfg = OmegaConf.create({"model": {"num_classes": 80, "criterion": {"num_classes": 2}},
+                            "dataloader": {"train": {"dataset": {"names": name}}}})
+    with pytest.raises(ConfigError) as e:
+        check_num_classes(cfg)
     msg = str(e.value)
-    assert "model.num_classes=80" in msg and "criterion.num_classes=2" in msg and f"dataset '{name}'" in msg
-    with pytest.raises(ValueError, match="criterion.num_classes=3"):
-        check_num_classes(2, 3, name)
-    assert check_num_classes(5, 5, "synthetic_shapes_val") == 5
+    assert "model.num_classes = 80" in msg and "model.criterion.num_classes = 2" in msg
+    assert f"dataset '{name}' thing_classes (train) = 2" in msg
+    cfg.model.num_classes, cfg.model.criterion.num_classes = 2, 3
+    with pytest.raises(ConfigError, match="model.criterion.num_classes = 3"):
+        check_num_classes(cfg)
+    cfg.model.criterion.num_classes = 2
+    check_num_classes(cfg)
+    cfg.dataloader.train.dataset.names = "synthetic_shapes_val"
+    cfg.model.num_classes = cfg.model.criterion.num_classes = 5
+    check_num_classes(cfg)
+

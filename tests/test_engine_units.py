@@ -25,6 +25,7 @@ from mlla_rtdetr.engine import (
     do_test,
     do_train,
     get_param_groups,
+    load_config,
     load_init_checkpoint,
     lr_schedule,
 )
@@ -300,11 +301,7 @@ def test_class_count_mismatch_names_each_source(tmp_path):
 
 
 def test_init_checkpoint_detects_official_rtdetr_layout(tmp_path):
-    from detectron2.config import LazyConfig
-
-    from mlla_rtdetr.config import config_path
-
-    cfg = LazyConfig.load(str(config_path("rtdetr_tiny_synthetic.py")))
+    cfg = load_config("rtdetr_tiny_synthetic.py")
     torch.manual_seed(0)
     src = instantiate(cfg.model)
     path = str(tmp_path / "official.pth")

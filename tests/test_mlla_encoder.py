@@ -91,7 +91,7 @@ def test_mlla_recipes_load():
     """Every MLLA recipe loads; encoder variants select "mlla" on the intended levels."""
     from pathlib import Path
 
-    from detectron2.config import LazyConfig
+    from mlla_rtdetr.engine import load_config
 
     cfg_dir = Path(__file__).resolve().parents[1] / "projects" / "mlla_rtdetr" / "configs"
     expect = {
@@ -115,7 +115,7 @@ def test_mlla_recipes_load():
     }
     assert sorted(p.name for p in cfg_dir.glob("mlla*.py")) == sorted(expect)
     for name, (backbone, attention, levels) in expect.items():
-        cfg = LazyConfig.load(str(cfg_dir / name))
+        cfg = load_config(str(cfg_dir / name))
         assert cfg.model.backbone._target_.__name__ == backbone, name
         got = cfg.model.encoder.attention
         assert (got if isinstance(got, str) else list(got)) == attention, name

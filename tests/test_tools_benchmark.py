@@ -211,16 +211,18 @@ def test_data_pipeline_mode(bench, tmp_path):
 
 
 def test_analyze_model_counts(tmp_path):
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
 
-    from mlla_rtdetr.utils.flops import model_flops
+    from mlla_rtdetr.engine import load_config
+
+    from mlla_rtdetr.utils.flops import model_flops, official_gflops
 
     tool = load_tool("analyze_model")
     out = tmp_path / "a.json"
     res = tool.main(["--config-file", TINY_CONFIG, "--input-size", "128", "--output", str(out),
                      "model.decoder.num_layers=1"])
     saved = json.loads(out.read_text())
-    cfg = LazyConfig.load(TINY_CONFIG)
+    cfg = load_config(TINY_CONFIG)
     cfg.model.decoder.num_layers = 1
     model = instantiate(cfg.model)
     assert saved["params"]["total"] == sum(p.numel() for p in model.parameters())
@@ -232,3 +234,4 @@ def test_analyze_model_counts(tmp_path):
     assert f["gflops"] == pytest.approx(model_flops(model, 128, 128).gflops, rel=1e-9)
     assert sum(f["by_module_gflops"].values()) == pytest.approx(f["gflops"], rel=1e-6)
     assert res["flops"]["by_module_gflops"]["backbone"] > 0
+    assert f["official_gflops"] == pytest.approx(official_gflops(model, 128, 128), rel=1e-9)

@@ -51,6 +51,8 @@ from typing import Any, Dict, List
 
 import torch
 
+from mlla_rtdetr.engine import build_model, load_config
+from mlla_rtdetr.errors import ConfigError, run_main
 from mlla_rtdetr.utils.bench_cases import build_case
 from mlla_rtdetr.utils.memprobe import run_in_subprocess
 from mlla_rtdetr.utils.report import environment, markdown_table, ratio, write_json
@@ -294,12 +296,11 @@ def mode_attention(args) -> Dict[str, Any]:
 
 
 def mode_data(args) -> Dict[str, Any]:
-    from mlla_rtdetr.utils.config import load_config
     from detectron2.config import instantiate
 
-    cfg = load_config(args.config_file, args.opts)
-    if "dataloader" not in cfg or "train" not in cfg.dataloader:
-        raise KeyError(f"{args.config_file} defines no dataloader.train; pass a recipe.")
+    cfg = load_config(args.config_file, args.opts, require=("dataloader",))
+    if "train" not in cfg.dataloader:
+        raise ConfigError(f"{args.config_file} defines no dataloader.train; pass a recipe.")
     if args.batch_size:
         cfg.dataloader.train.total_batch_size = args.batch_size
     bs = int(cfg.dataloader.train.total_batch_size)
@@ -326,8 +327,6 @@ def mode_data(args) -> Dict[str, Any]:
                      "images_per_s": n_img / dt, "ms_per_batch": 1e3 * dt / args.iters})
         del it, loader
     if not args.skip_train_step:
-        from mlla_rtdetr.utils.config import build_model
-
         model = build_model(cfg, checkpoint="", device=args.device).train()
         batch = [{k: (v.to(args.device) if torch.is_tensor(v) else v) for k, v in d.items()} for d in first_batch]
         for d in batch:
@@ -441,8 +440,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> Dict[str, Any]:
     args = build_parser().parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
     if getattr(args, "config_files", None):  # nargs="+" also swallows trailing key=value overrides
         args.opts = [c for c in args.config_files if "=" in c] + list(args.opts)
         args.config_files = [c for c in args.config_files if "=" not in c]
@@ -474,4 +471,4 @@ def main(argv=None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

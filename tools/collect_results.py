@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mlla_rtdetr.errors import UserError, run_main
 from mlla_rtdetr.sweep.records import merge_model_stats
 from mlla_rtdetr.sweep.results import STAT_KEYS, collect
 from mlla_rtdetr.sweep.table import DEFAULT_SEED_KEY, per_run_table, seed_table, to_csv, to_markdown
@@ -117,15 +118,9 @@ def fill_latency(results, input_size, threads, device: str, iters: int) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        results = collect([Path(d) for d in args.dirs], task=args.task)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"collect_results: error: {e}", file=sys.stderr)
-        return 2
+    results = collect([Path(d) for d in args.dirs], task=args.task)
     if not results:
-        print(f"collect_results: error: no run directories (with sweep_run.json or metrics.json) "
-              f"under {', '.join(args.dirs)}.", file=sys.stderr)
-        return 2
+        raise UserError(f"no run directories (with sweep_run.json or metrics.json) under {', '.join(args.dirs)}.")
     without = [r for r in results if not r.metrics]
     for r in without:
         print(f"note: {r.name}: no evaluation results yet (status: {r.status})", file=sys.stderr)
@@ -165,4 +160,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -36,6 +36,7 @@ from mlla_rtdetr.checkpoint.mlla_converter import (
     infer_mlla_variant,
 )
 from mlla_rtdetr.checkpoint.rtdetr_converter import read_checkpoint
+from mlla_rtdetr.errors import run_main
 from mlla_rtdetr.modeling.backbone.mlla import MLLA_VARIANTS, build_mlla_backbone, build_mlla_classifier
 
 STAGES = ("res2", "res3", "res4", "res5")
@@ -124,4 +125,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

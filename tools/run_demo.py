@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from mlla_rtdetr.errors import run_main
+
 DEFAULT_CONFIG = "projects/mlla_rtdetr/configs/mlla_rtdetr_demo_synthetic.py"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,7 +99,7 @@ def draw_validation_images(cfg, checkpoint: str, out_dir: str, num: int, score_t
     from detectron2.data import MetadataCatalog
 
     from mlla_rtdetr.data import read_image_rgb
-    from mlla_rtdetr.utils.config import build_model
+    from mlla_rtdetr.engine import build_model
     from mlla_rtdetr.utils.plots import draw_gt_and_predictions, save_png
 
     if num == 0:
@@ -161,18 +163,14 @@ def median_iter_time(records) -> Optional[float]:
 # ----------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    from mlla_rtdetr.engine import ConfigError, OverrideError, do_train, load_config, setup_process
+    from mlla_rtdetr.engine import TRAINING_SECTIONS, do_train, load_config, setup_process
     from mlla_rtdetr.utils.plots import plot_training_curves, read_metrics_json
 
     output_dir = os.path.abspath(args.output_dir)
     overrides = list(args.opts) + [f"train.output_dir={output_dir}"]
     if args.max_iter is not None:
         overrides.append(f"train.max_iter={args.max_iter}")
-    try:
-        cfg = load_config(args.config_file, overrides)
-    except (OverrideError, ConfigError, FileNotFoundError) as e:
-        print(f"run_demo.py: error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config_file, overrides, require=TRAINING_SECTIONS)
     removed = clear_previous_outputs(output_dir)
 
     setup_process(cfg, args)
@@ -186,11 +184,7 @@ def run(args: argparse.Namespace) -> int:
     log(f"datasets ready in {dataset_s:.1f}s")
 
     t_train = time.perf_counter()
-    try:
-        results = do_train(cfg, resume=False)
-    except ConfigError as e:
-        print(f"run_demo.py: error: {e}", file=sys.stderr)
-        return 2
+    results = do_train(cfg, resume=False)
     train_s = time.perf_counter() - t_train
     task = headline_task(cfg, results)
     final = results[task]
@@ -270,4 +264,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -33,6 +33,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mlla_rtdetr.errors import ConfigError, run_main
 from mlla_rtdetr.launch.slurm import add_cluster_arguments, make_executor, options_from_args
 from mlla_rtdetr.sweep.backends import run_local, submit_slurm, train_argv, train_command
 from mlla_rtdetr.sweep.plan import (
@@ -93,15 +94,11 @@ def plan_runs(args):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        root, runs = plan_runs(args)
-        if args.backend == "slurm":
-            cluster = options_from_args(args, default_folder=root / "submitit")
-        elif args.jobs < 1:
-            raise ValueError("--jobs must be >= 1.")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"sweep: error: {e}", file=sys.stderr)
-        return 2
+    root, runs = plan_runs(args)
+    if args.backend == "slurm":
+        cluster = options_from_args(args, default_folder=root / "submitit")
+    elif args.jobs < 1:
+        raise ConfigError("--jobs must be >= 1.")
 
     for run in runs:
         run.extra["status"] = "finished: skip" if is_finished(run.output_dir) else "to run"
@@ -133,11 +130,7 @@ def main(argv=None) -> int:
     if not todo:
         return 0
     if args.backend == "slurm":
-        try:
-            executor = make_executor(cluster)
-        except RuntimeError as e:
-            print(f"sweep: error: {e}", file=sys.stderr)
-            return 2
+        executor = make_executor(cluster)
         submit_slurm(todo, [train_argv(r) for r in todo], executor, sweep_name=root.name)
         print(f"Submitted {len(todo)} job(s); submitit logs in {cluster.folder}.")
         return 0
@@ -159,4 +152,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -1,9 +1,9 @@
 """Data: datasets (COCO-format, embedded synthetic shapes), RT-DETR transforms and mapper,
-deterministic resumable train loader, test loader, evaluator and class-count checks.
+deterministic resumable train loader, test loader, evaluator, and each dataset's class count.
 
 Importing this package registers "synthetic_shapes_train" / "synthetic_shapes_val".
 """
-from .checks import check_num_classes, dataset_num_classes
+from .checks import dataset_num_classes
 from .datasets import (
     SYNTHETIC_CATEGORY_IDS,
     SYNTHETIC_CLASSES,

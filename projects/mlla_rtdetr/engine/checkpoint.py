@@ -28,8 +28,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..checkpoint import mlla_converter, rtdetr_converter
+from ..errors import CheckpointError, PathNotFoundError
 from .ema import ModelEMA, unwrap_model
-from ..errors import CheckpointError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -103,7 +104,7 @@ def read_checkpoint_file(path: str) -> Dict[str, Any]:
     ``path`` may be a URL (downloaded once, see :func:`local_checkpoint_path`)."""
     path = local_checkpoint_path(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint '{path}' does not exist.")
+        raise PathNotFoundError(f"Checkpoint '{path}' does not exist.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -293,20 +294,24 @@ def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], what: st
     return {"missing": list(incompatible.missing_keys), "unexpected": list(incompatible.unexpected_keys)}
 
 
+def _official_backbone_kind(checkpoint: Mapping) -> Optional[str]:
+    """"resnet_vd" / "hgnetv2" for the official ImageNet backbone files, else None."""
+    try:
+        state, _ = rtdetr_converter.extract_state_dict(checkpoint)
+    except rtdetr_converter.CheckpointConversionError:
+        return None
+    return rtdetr_converter.detect_official_backbone(state)
+
+
 def _official_converter(checkpoint: Mapping):
     """(name, loader(model, checkpoint) -> report) of the official format of ``checkpoint``, or None."""
-    from mlla_rtdetr.checkpoint import rtdetr_converter
-
     if rtdetr_converter.is_official_rtdetr_checkpoint(checkpoint):
         return "official RT-DETR", rtdetr_converter.load_official_rtdetr
-    try:
-        from mlla_rtdetr.checkpoint import mlla_converter
-    except ImportError:
-        return None
-    detect = getattr(mlla_converter, "is_official_mlla_checkpoint", None)
-    load = getattr(mlla_converter, "load_official_mlla", None)
-    if detect is not None and load is not None and detect(checkpoint):
-        return "official MLLA", load
+    backbone = _official_backbone_kind(checkpoint)
+    if backbone is not None:
+        return f"official {backbone} ImageNet backbone", rtdetr_converter.load_official_backbone
+    if mlla_converter.is_official_mlla_checkpoint(checkpoint):
+        return "official MLLA", mlla_converter.load_official_mlla
     return None
 
 
@@ -317,6 +322,8 @@ def load_init_checkpoint(model: nn.Module, path: str, ema: Optional[ModelEMA] = 
       the EMA when both exist (otherwise the EMA restarts from the loaded model);
     * an official RT-DETR / MLLA checkpoint (detected by its keys): converted by
       ``mlla_rtdetr.checkpoint.*`` and loaded strictly;
+    * official ImageNet backbone weights (ResNet-vd, HGNetv2; detected by their keys): converted
+      and loaded strictly into ``model.backbone`` (encoder and decoder keep their values);
     * any other state dict (raw, under "model" or with a DDP "module." prefix): loaded by name.
 
     Missing and unexpected keys are logged; any shape mismatch raises :class:`InitCheckpointError`

@@ -21,16 +21,15 @@ logger = logging.getLogger(__name__)
 def load_run_config(record: dict, run_dir: Optional[Path] = None):
     """The LazyConfig a run trained with: its base config + overrides (from ``sweep_run.json``),
     else the ``config.yaml`` detectron2 saved in the run directory. None if neither loads."""
-    from detectron2.config import LazyConfig
+    from mlla_rtdetr.engine import load_config
 
     cfg_file = record.get("config_file")
     if cfg_file and Path(cfg_file).is_file():
-        cfg = LazyConfig.load(cfg_file)
         overrides = [o for o in record.get("overrides", []) if not o.startswith("train.output_dir=")]
-        return LazyConfig.apply_overrides(cfg, overrides)
+        return load_config(cfg_file, overrides)
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
         try:
-            return LazyConfig.load(str(Path(run_dir) / "config.yaml"))
+            return load_config(str(Path(run_dir) / "config.yaml"))
         except Exception as e:  # configs with non-serializable objects cannot round-trip
             logger.warning(f"Cannot load {Path(run_dir) / 'config.yaml'}: {e}")
     return None
@@ -79,12 +78,11 @@ def count_gflops(cfg, input_size: Optional[Sequence[int]] = None) -> float:
     """GFLOPs of one image through ``model.forward_raw`` at ``input_size`` (H, W), in eval mode
     and deploy form (RepVGG fused) if the model has ``deploy()``; the project's convention of
     tools/analyze_model.py (:func:`mlla_rtdetr.utils.flops.model_flops`: GFLOPs = 2 x GMACs)."""
-    from detectron2.config import instantiate
-
+    from mlla_rtdetr.engine import build_model
     from mlla_rtdetr.utils.flops import model_flops
 
     h, w = input_size or default_input_size(cfg)
-    model = instantiate(cfg.model).eval()
+    model = build_model(cfg, checkpoint="").eval()
     if hasattr(model, "deploy"):
         model.deploy()
     if not hasattr(model, "forward_raw"):

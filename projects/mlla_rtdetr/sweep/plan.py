@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from ..config import config_path
+from ..errors import ConfigError
+
 CONFIG_AXIS = "config"
 """Name of the pseudo-axis over base config files when a sweep has more than one."""
 
@@ -93,7 +96,7 @@ def split_override(text: str) -> Tuple[str, str]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
-        raise ValueError(
+        raise ConfigError(
             f"'{text}' is not a config override: expected 'dotted.key=value' "
             "(e.g. 'train.seed=0' or, to sweep, 'train.seed=0,1,2')."
         )
@@ -110,15 +113,15 @@ def parse_axis(text: str) -> Axis:
     try:
         override = _override_parser().parse_overrides([text])[0]
     except Exception as e:  # hydra raises several exception types for grammar errors
-        raise ValueError(f"Cannot parse sweep axis '{text}': {e}") from e
+        raise ConfigError(f"Cannot parse sweep axis '{text}': {e}") from e
     if override.is_sweep_override():
         values = tuple(str(v) for v in override.sweep_string_iterator())
     else:
         values = (value,)
     if not values:
-        raise ValueError(f"Sweep axis '{text}' has no values.")
+        raise ConfigError(f"Sweep axis '{text}' has no values.")
     if len(set(values)) != len(values):
-        raise ValueError(f"Sweep axis '{text}' repeats a value: {list(values)}.")
+        raise ConfigError(f"Sweep axis '{text}' repeats a value: {list(values)}.")
     return Axis(key=key, values=values)
 
 
@@ -160,15 +163,14 @@ def run_name(swept: Dict[str, str], names: Dict[str, str]) -> str:
 
 def _check_config_files(config_files: Sequence[str]) -> None:
     if not config_files:
-        raise ValueError("A sweep needs at least one base config (--config-file).")
+        raise ConfigError("A sweep needs at least one base config (--config-file).")
     for cfg in config_files:
-        if not Path(cfg).is_file():
-            raise FileNotFoundError(f"Base config '{cfg}' does not exist.")
+        config_path(cfg)  # a missing config is an error naming the closest ones
     if len(set(config_files)) != len(config_files):
-        raise ValueError(f"A base config is given twice: {list(config_files)}.")
+        raise ConfigError(f"A base config is given twice: {list(config_files)}.")
     stems = [Path(c).stem for c in config_files]
     if len(set(stems)) != len(stems):
-        raise ValueError(
+        raise ConfigError(
             f"Base configs must have distinct file names to name runs apart: {list(config_files)}."
         )
 
@@ -190,13 +192,13 @@ def _finish(
     for cfg, overrides, swept in combos:
         name = run_name(swept, names)
         if name in seen:
-            raise ValueError(
+            raise ConfigError(
                 f"Two runs would share the output directory '{name}': {seen[name].swept} and "
                 f"{swept}. Make the swept values distinct."
             )
         out = Path(output_root) / name
         # absolute: records stay valid whatever directory later tools run from
-        spec = RunSpec(name=name, config_file=str(Path(cfg).resolve()), overrides=overrides, swept=swept,
+        spec = RunSpec(name=name, config_file=str(config_path(cfg)), overrides=overrides, swept=swept,
                        output_dir=out)
         seen[name] = spec
         runs.append(spec)
@@ -211,11 +213,11 @@ def _check_axes(axes: Sequence[Axis], fixed: Sequence[str]) -> Tuple[List[Axis],
     keys = [a.key for a in axes]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
-        raise ValueError(f"Axis {dup} is given more than once; list all its values in one --set.")
+        raise ConfigError(f"Axis {dup} is given more than once; list all its values in one --set.")
     fixed_keys = {split_override(t)[0] for t in fixed}
     both = sorted(fixed_keys & set(keys))
     if both:
-        raise ValueError(f"Key {both} is both fixed and swept.")
+        raise ConfigError(f"Key {both} is both fixed and swept.")
     named = [a for a in axes if len(a.values) > 1]
     single = [f"{a.key}={a.values[0]}" for a in axes if len(a.values) == 1]
     return named, single
@@ -267,7 +269,7 @@ def expand_list(
     """
     _check_config_files(config_files)
     if not runs:
-        raise ValueError("The run list is empty.")
+        raise ConfigError("The run list is empty.")
     named, single = _check_axes(axes, fixed)
     axis_keys = {a.key for a in axes}
     parsed = []
@@ -278,10 +280,10 @@ def expand_list(
         ks = [k for k, _ in pairs]
         dup = sorted({k for k in ks if ks.count(k) > 1})
         if dup:
-            raise ValueError(f"Run {overrides} sets {dup} twice.")
+            raise ConfigError(f"Run {overrides} sets {dup} twice.")
         both = sorted(axis_keys & (set(ks) | set(labels)))
         if both:
-            raise ValueError(f"Run {overrides or labels} sets {both}, which is also a grid axis.")
+            raise ConfigError(f"Run {overrides or labels} sets {both}, which is also a grid axis.")
         parsed.append((labels or dict(pairs), overrides))
 
     def combos():
@@ -308,10 +310,10 @@ def parse_run_line(line: str) -> RunLine:
     left, _, right = line.partition("|")
     labels = [split_override(t) for t in shlex.split(left)]
     if not labels:
-        raise ValueError(f"'{line.strip()}': nothing left of '|'; write the run's labels there (e.g. placement=none).")
+        raise ConfigError(f"'{line.strip()}': nothing left of '|'; write the run's labels there (e.g. placement=none).")
     keys = [k for k, _ in labels]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"'{line.strip()}' repeats a label key.")
+        raise ConfigError(f"'{line.strip()}' repeats a label key.")
     return LabeledRun(labels=tuple(labels), overrides=tuple(shlex.split(right)))
 
 
