@@ -101,7 +101,7 @@ def test_the_sweep_file_runs_the_study_at_coco_scale(tmp_path):
     from mlla_rtdetr.modeling.backbone.mlla_stages import MLLAMapStage
     from mlla_rtdetr.modeling.encoder.mlla_intra_scale import MLLAIntraScale
     from mlla_rtdetr.sweep.plan import load_run_list
-    from mlla_rtdetr.utils.config import load_config
+    from mlla_rtdetr.engine import load_config
 
     coco = REPO / "projects" / "mlla_rtdetr" / "configs" / "rtdetrv2_r18vd_120e_coco.py"
     proc = subprocess.run(

@@ -362,7 +362,7 @@ ALL_PLACEMENTS = [
 
 def test_every_placement_exports_to_onnx_with_a_dynamic_batch(tmp_path):
     pytest.importorskip("onnxruntime")
-    from mlla_rtdetr.utils.config import load_config
+    from mlla_rtdetr.engine import load_config
     from detectron2.config import instantiate
     from tools_utils import REPO_ROOT, load_tool
 
@@ -395,7 +395,7 @@ def test_hybrid_recipe_init_from_imagenet_resnet_and_mlla(tmp_path):
     import sys
 
     from mlla_rtdetr.modeling.backbone.mlla import MLLAClassifier
-    from mlla_rtdetr.utils.config import build_model, load_config
+    from mlla_rtdetr.engine import build_model, load_config
     from tools_utils import REPO_ROOT
 
     torch.manual_seed(0)

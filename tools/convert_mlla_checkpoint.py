@@ -69,7 +69,7 @@ def convert_hybrid(args) -> int:
     from detectron2.config import instantiate
 
     from mlla_rtdetr.checkpoint.hybrid_init import hybrid_imagenet_init
-    from mlla_rtdetr.utils.config import load_config
+    from mlla_rtdetr.engine import load_config
 
     if not args.config:
         print("error: --target hybrid needs --config (the hybrid recipe)", file=sys.stderr)
