@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 
 from mlla_rtdetr.checkpoint.rtdetr_converter import (
     CheckpointConversionError,
@@ -22,7 +22,7 @@ from mlla_rtdetr.checkpoint.rtdetr_converter import (
     hgnetv2_key_to_official,
     load_official_backbone,
 )
-from mlla_rtdetr.config import config_path
+from mlla_rtdetr.engine import load_config
 from mlla_rtdetr.engine.checkpoint import load_init_checkpoint
 from mlla_rtdetr.errors import ConfigError
 from mlla_rtdetr.modeling import HGNetv2
@@ -46,7 +46,7 @@ def official_state(manifest):
 
 @pytest.fixture(scope="module")
 def detector_l():
-    return instantiate(LazyConfig.load(str(config_path("models/rtdetr_hgnetv2_l.py"))).model)
+    return instantiate(load_config("models/rtdetr_hgnetv2_l.py").model)
 
 
 def _imagenet_state(official_state):
@@ -154,7 +154,7 @@ def test_recipes_official_parameter_groups(detector_l):
              "rtdetrv2_hgnetv2_h_6x_coco.py": 5e-6, "rtdetr_hgnetv2_l_6x_coco.py": 5e-6,
              "rtdetr_hgnetv2_x_6x_coco.py": 1e-6}
     for name, backbone_lr in names.items():
-        cfg = LazyConfig.load(str(config_path(name)))
+        cfg = load_config(name)
         # the groups depend on parameter names only: L's model serves every size
         cfg.optimizer.params.model = detector_l
         groups = {n: (g["lr"], g["weight_decay"]) for g in instantiate(cfg.optimizer.params) for n in g["names"]}
@@ -168,8 +168,8 @@ def test_recipes_official_parameter_groups(detector_l):
         assert cfg.model.decoder.version == ("v2" if v2 else "v1"), name
         assert cfg.model.backbone.name == name.split("_")[2].upper(), name
         assert cfg.train.output_dir.endswith(name[:-3])
-    x = LazyConfig.load(str(config_path("models/rtdetr_hgnetv2_x.py"))).model
-    h = LazyConfig.load(str(config_path("models/rtdetr_hgnetv2_h.py"))).model
+    x = load_config("models/rtdetr_hgnetv2_x.py").model
+    h = load_config("models/rtdetr_hgnetv2_h.py").model
     assert (x.encoder.hidden_dim, x.encoder.dim_feedforward, x.encoder.num_encoder_layers) == (384, 2048, 1)
     assert (h.encoder.hidden_dim, h.encoder.dim_feedforward, h.encoder.num_encoder_layers) == (512, 2048, 2)
     assert list(x.decoder.feat_channels) == [384] * 3 and list(h.decoder.feat_channels) == [512] * 3

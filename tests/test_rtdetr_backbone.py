@@ -136,12 +136,12 @@ def test_official_imagenet_weights_loader(tmp_path, parity_dir):
     prefixed, _ = convert_official_resnet_vd(state, prefix="backbone.")
     assert all(k.startswith("backbone.") for k in prefixed) and len(prefixed) == len(state)
     # train.init_checkpoint recognises the file and fills the detector's backbone only
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
 
-    from mlla_rtdetr.config import config_path
+    from mlla_rtdetr.engine import load_config
     from mlla_rtdetr.engine.checkpoint import load_init_checkpoint
 
-    detector = instantiate(LazyConfig.load(str(config_path("models/rtdetr_r18vd.py"))).model)
+    detector = instantiate(load_config("models/rtdetr_r18vd.py").model)
     decoder_before = {k: v.clone() for k, v in detector.decoder.state_dict().items()}
     report = load_init_checkpoint(detector, str(path))
     assert report["format"] == "official resnet_vd ImageNet backbone"
