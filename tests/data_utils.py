@@ -143,3 +143,27 @@ def write_yolo_dataset(root: Path, class_names=("tree",), splits=(("train", 8), 
     text = yaml.safe_dump({"path": ".", **{split: f"images/{split}" for split, _ in splits}, "names": names})
     (root / "data.yaml").write_text(text)
     return root / "data.yaml"
+
+
+def synthetic_val_subset(root: Path, num_images: int, coco80: bool = False):
+    """The first ``num_images`` images of the embedded ``synthetic_shapes`` val split as a COCO-format
+    set; with ``coco80`` the categories are COCO's 80 (the five shapes become the first five), for
+    models with official 80-class heads. Returns (json_file, image_root)."""
+    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    from mlla_rtdetr.data.datasets.synthetic import SYNTHETIC_CATEGORY_IDS, SyntheticShapesConfig, ensure_synthetic_shapes
+
+    src = ensure_synthetic_shapes(SyntheticShapesConfig())
+    data = json.loads((src / "annotations" / "instances_val.json").read_text())
+    images = data["images"][:num_images]
+    keep = {im["id"] for im in images}
+    anns = [a for a in data["annotations"] if a["image_id"] in keep]
+    categories = data["categories"]
+    if coco80:
+        things = [c for c in COCO_CATEGORIES if c["isthing"]]
+        to_coco = {cid: things[i]["id"] for i, cid in enumerate(SYNTHETIC_CATEGORY_IDS)}
+        anns = [dict(a, category_id=to_coco[a["category_id"]]) for a in anns]
+        categories = [{"id": c["id"], "name": c["name"]} for c in things]
+    path = Path(root) / f"synthetic_val_{num_images}{'_coco80' if coco80 else ''}.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
+    return path, src / "val"

@@ -106,6 +106,12 @@ def test_mlla_recipes_load():
         "mlla_enc_r50vd_s4s5_6x_coco.py": ("PResNet", ["mlla", "mlla"], [1, 2]),
         "mlla_rtdetr_tiny_synthetic.py": ("MLLABackbone", ["mlla"], [2]),
         "mlla_rtdetr_demo_synthetic.py": ("MLLABackbone", ["mlla"], [2]),
+        # placements beyond the encoder (tests/test_placements.py checks them in detail)
+        "mlla_fusion_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
+        "mlla_hybrid_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
+        "mlla_attn_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
+        "mlla_hybrid_enc_s5_r18vd_120e_coco.py": ("PResNet", ["mlla"], [2]),
+        "mlla_hybrid_enc_s4s5_r18vd_120e_coco.py": ("PResNet", ["mlla", "mlla"], [1, 2]),
     }
     assert sorted(p.name for p in cfg_dir.glob("mlla*.py")) == sorted(expect)
     for name, (backbone, attention, levels) in expect.items():

@@ -180,4 +180,4 @@ def test_cli_converts_and_refuses(tmp_path, tiny, repo_root):
     torch.save(official, src)
     res = subprocess.run([sys.executable, tool, "--input", str(src), "--output", str(dst), "--config", cfg],
                          capture_output=True, text=True, cwd=repo_root)
-    assert res.returncode == 1 and "decoder.enc_score_head.bias" in res.stderr
+    assert res.returncode == 2 and "decoder.enc_score_head.bias" in res.stderr

@@ -1,6 +1,7 @@
 """The package's layers point down only, and configs are found by name.
 
-Layers, lowest first: ``errors`` -> ``config``, ``modeling.layers`` -> ``modeling`` -> ``data``,
+Layers, lowest first: ``errors`` -> ``config``, ``model_zoo`` (the official rows' metadata),
+``modeling.layers`` -> ``modeling`` -> ``data``,
 ``checkpoint`` -> ``engine`` -> ``launch``, ``sweep``, ``utils`` (tools support) -> ``tools/``.
 A module imports from lower layers and from its own package only; the top layer's packages may
 use each other.
@@ -22,6 +23,7 @@ PACKAGE = REPO / "projects" / "mlla_rtdetr"
 LAYERS = {
     "errors": 0,
     "config": 1,
+    "model_zoo": 1,
     "modeling.layers": 1,
     "modeling": 2,
     "data": 3,

@@ -227,7 +227,7 @@ def test_analyze_model_counts(tmp_path):
 
     from mlla_rtdetr.engine import load_config
 
-    from mlla_rtdetr.utils.flops import model_flops
+    from mlla_rtdetr.utils.flops import model_flops, official_gflops
 
     tool = load_tool("analyze_model")
     out = tmp_path / "a.json"
@@ -246,3 +246,4 @@ def test_analyze_model_counts(tmp_path):
     assert f["gflops"] == pytest.approx(model_flops(model, 128, 128).gflops, rel=1e-9)
     assert sum(f["by_module_gflops"].values()) == pytest.approx(f["gflops"], rel=1e-6)
     assert res["flops"]["by_module_gflops"]["backbone"] > 0
+    assert f["official_gflops"] == pytest.approx(official_gflops(model, 128, 128), rel=1e-9)

@@ -6,7 +6,9 @@ FLOPs: fvcore's jit-tracing counter on ``model.forward_raw`` (eval mode, no post
 random image batch of the given size. fvcore counts one multiply-add as one flop, i.e. it returns
 MACs; this tool reports **GFLOPs = 2 x GMACs** (the convention of the RT-DETR and MLLA papers) and
 GMACs next to it. Element-wise ops (activations, softmax, additions) are not counted; the ops fvcore
-skipped are listed.
+skipped are listed. Without ``--deploy`` and at batch 1 it also prints the official count
+(convolutions and matrix products, encoder box head on every token: the convention of the official
+RT-DETR numbers, :func:`mlla_rtdetr.utils.flops.official_gflops`).
 
 Examples::
 
@@ -22,7 +24,7 @@ import time
 
 from mlla_rtdetr.engine import build_model, load_config
 from mlla_rtdetr.errors import run_main
-from mlla_rtdetr.utils.flops import count_parameters, model_flops
+from mlla_rtdetr.utils.flops import count_parameters, model_flops, official_gflops
 from mlla_rtdetr.utils.report import environment, markdown_table, write_json
 
 
@@ -77,6 +79,8 @@ def analyze(args) -> dict:
             "by_operator_gflops": {k: v / b for k, v in per_image["by_operator_gflops"].items()},
             "unsupported_ops": per_image["unsupported_ops"],
         }
+        if not args.deploy and b == 1:
+            out["flops"]["official_gflops"] = official_gflops(model, h, w, report=rep)
     return out
 
 
@@ -95,6 +99,9 @@ def render(out: dict) -> str:
         h, w = f["input_size"]
         note = (f"per image at {h}x{w}{' after deploy()' if f['deploy'] else ''}: {f['gflops']:.2f} GFLOPs "
                 f"= 2 x {f['gmacs']:.2f} GMACs (fvcore counts MACs).")
+        if "official_gflops" in f:
+            note += (f" Official count (convs and matrix products, encoder box head on every token): "
+                     f"{f['official_gflops']:.1f} GFLOPs.")
         if f["unsupported_ops"]:
             note += " Not counted: " + ", ".join(f"{k} x{v}" for k, v in sorted(f["unsupported_ops"].items()))
         parts.append("### FLOPs\n\n" + markdown_table(rows) + "\n\n" + note)

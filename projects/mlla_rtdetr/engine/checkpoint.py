@@ -333,10 +333,22 @@ def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], what: st
     return {"missing": list(incompatible.missing_keys), "unexpected": list(incompatible.unexpected_keys)}
 
 
+def _official_backbone_kind(checkpoint: Mapping) -> Optional[str]:
+    """"resnet_vd" / "hgnetv2" for the official ImageNet backbone files, else None."""
+    try:
+        state, _ = rtdetr_converter.extract_state_dict(checkpoint)
+    except rtdetr_converter.CheckpointConversionError:
+        return None
+    return rtdetr_converter.detect_official_backbone(state)
+
+
 def _official_converter(checkpoint: Mapping):
     """(name, loader(model, checkpoint) -> report) of the official format of ``checkpoint``, or None."""
     if rtdetr_converter.is_official_rtdetr_checkpoint(checkpoint):
         return "official RT-DETR", rtdetr_converter.load_official_rtdetr
+    backbone = _official_backbone_kind(checkpoint)
+    if backbone is not None:
+        return f"official {backbone} ImageNet backbone", rtdetr_converter.load_official_backbone
     if mlla_converter.is_official_mlla_checkpoint(checkpoint):
         return "official MLLA", mlla_converter.load_official_mlla
     return None
@@ -349,6 +361,8 @@ def load_init_checkpoint(model: nn.Module, path: str, ema: Optional[ModelEMA] = 
       the EMA when both exist (otherwise the EMA restarts from the loaded model);
     * an official RT-DETR / MLLA checkpoint (detected by its keys): converted by
       ``mlla_rtdetr.checkpoint.*`` and loaded strictly;
+    * official ImageNet backbone weights (ResNet-vd, HGNetv2; detected by their keys): converted
+      and loaded strictly into ``model.backbone`` (encoder and decoder keep their values);
     * any other state dict (raw, under "model" or with a DDP "module." prefix): loaded by name.
 
     Missing and unexpected keys are logged; any shape mismatch raises :class:`InitCheckpointError`

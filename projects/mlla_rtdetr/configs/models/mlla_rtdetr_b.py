@@ -6,4 +6,3 @@ from .mlla_rtdetr_s import model
 model.backbone.embed_dim = 96
 model.backbone.num_heads = (3, 6, 12, 24)
 model.backbone.drop_path_rate = 0.1
-model.encoder.in_channels = [192, 384, 768]
