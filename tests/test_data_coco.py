@@ -6,19 +6,22 @@ import pytest
 import torch
 from PIL import Image
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from omegaconf import OmegaConf
 
-from mlla_rtdetr.config import config_path
+from mlla_rtdetr.engine import check_num_classes, load_config
 from mlla_rtdetr.data import (
     RTDETRDatasetMapper,
-    check_num_classes,
+    dataset_classes,
     get_dataset_dicts,
     load_coco_json_checked,
     read_image_rgb,
     register_coco_format,
     sanitize_dataset_dicts,
 )
+
+from mlla_rtdetr.errors import ConfigError, DataError
 
 from data_utils import make_image, make_tiny_coco, unique_name, write_coco
 
@@ -33,7 +36,7 @@ def test_invalid_json_names_file_and_position(tmp_path):
 
 
 def test_missing_json_and_missing_sections(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.json"):
+    with pytest.raises(DataError, match="nope.json"):
         load_coco_json_checked(str(tmp_path / "nope.json"), str(tmp_path))
     p = tmp_path / "x.json"
     p.write_text('{"images": [], "categories": []}')
@@ -43,9 +46,15 @@ def test_missing_json_and_missing_sections(tmp_path):
 
 def test_bad_records_name_the_record(tmp_path):
     img = [{"id": 1, "file_name": "a.png", "height": 10, "width": 10}]
-    j = write_coco(tmp_path, img, [{"image_id": 1, "category_id": 4, "bbox": [0, 0, 5, 5]}])
-    with pytest.raises(ValueError, match=r"annotations\[0\].*category_id 4"):
+    j = write_coco(tmp_path, img, [{"image_id": 1, "category_id": 4, "bbox": [0, 0, 5, 5]},
+                                    {"image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5]},
+                                    {"image_id": 1, "category_id": 9, "bbox": [0, 0, 5, 5]}])
+    with pytest.raises(DataError) as e:
         load_coco_json_checked(str(j), str(tmp_path))
+    msg = str(e.value)
+    assert "2 annotation(s) use a category id that is not in 'categories'" in msg
+    assert "annotations[0] (id=1, image_id=1) has category_id 4" in msg and "annotations[2] (id=3" in msg
+    assert "known ids: 2 (red), 7 (blue)" in msg
     j = write_coco(tmp_path, img, [{"image_id": 9, "category_id": 2, "bbox": [0, 0, 5, 5]}])
     with pytest.raises(ValueError, match=r"annotations\[0\].*image_id 9"):
         load_coco_json_checked(str(j), str(tmp_path))
@@ -80,7 +89,7 @@ def test_boxes_clipped_dropped_crowd_excluded_empty_kept(tmp_path, caplog):
     j = write_coco(tmp_path, imgs, anns)
     name = register_coco_format(unique_name("messy"), str(j), str(tmp_path))
     with caplog.at_level(logging.INFO, logger="mlla_rtdetr.data"):
-        dicts = get_dataset_dicts(name)
+        dicts = get_dataset_dicts(name, check_images=False)  # no image files: annotations only
     _, stats = sanitize_dataset_dicts(DatasetCatalog.get(name), name, return_stats=True)
     assert stats == {
         "boxes clipped to the image": 1,
@@ -92,17 +101,18 @@ def test_boxes_clipped_dropped_crowd_excluded_empty_kept(tmp_path, caplog):
     assert len(dicts) == 3  # image 3 has no boxes and stays as a negative
     assert dicts[0]["annotations"][0]["bbox"] == [40.0, 30.0, 10.0, 10.0]
     assert [a["bbox"] for a in dicts[1]["annotations"]] == [[2.0, 3.0, 4.0, 5.0]]
-    assert len(get_dataset_dicts(name, filter_empty=True)) == 2
+    assert len(get_dataset_dicts(name, filter_empty=True, check_images=False)) == 2
 
 
 def test_missing_image_at_load_time_and_at_map_time(tmp_path):
     j, root = make_tiny_coco(tmp_path, num_images=3)
     (root / "1.png").unlink()
     name = register_coco_format(unique_name("missing"), str(j), str(root))
-    with pytest.raises(FileNotFoundError) as e:
-        get_dataset_dicts(name, check_images=True)
-    assert "1 of 3 images are missing" in str(e.value) and "1.png" in str(e.value) and "image_id=101" in str(e.value)
-    dicts = get_dataset_dicts(name)  # without the check, the mapper reports it
+    with pytest.raises(DataError) as e:
+        get_dataset_dicts(name)  # check_images=True by default
+    assert "1 of 3 image files do not exist" in str(e.value)
+    assert "1.png" in str(e.value) and "image_id=101" in str(e.value)
+    dicts = get_dataset_dicts(name, check_images=False)  # without the check, the mapper reports it
     with pytest.raises(FileNotFoundError) as e:
         RTDETRDatasetMapper(is_train=True, image_size=32)(dicts[1])
     assert "1.png" in str(e.value) and "image_id=101" in str(e.value)
@@ -114,7 +124,7 @@ def test_corrupt_image_and_size_mismatch_name_file(tmp_path):
     mapper = RTDETRDatasetMapper(is_train=False, image_size=16)
     with pytest.raises(OSError, match="bad.png"):
         mapper({"file_name": str(tmp_path / "bad.png"), "image_id": 5, "height": 20, "width": 30})
-    with pytest.raises(ValueError, match=r"ok.png.*image_id=6.*30x20.*says 31x20"):
+    with pytest.raises(DataError, match=r"ok.png.*image_id=6.*30x20.*says 31x20"):
         mapper({"file_name": str(tmp_path / "ok.png"), "image_id": 6, "height": 20, "width": 31})
 
 
@@ -160,11 +170,11 @@ def test_register_coco_format_idempotent_and_conflicts(tmp_path):
     name = unique_name("reg")
     assert register_coco_format(name, str(j), str(root)) == name
     assert register_coco_format(name, str(j), str(root)) == name
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ConfigError, match="already registered"):
         register_coco_format(name, str(j), str(tmp_path))
-    with pytest.raises(KeyError, match="not registered"):
+    with pytest.raises(DataError, match="not registered"):
         get_dataset_dicts(unique_name("unknown"))
-    with pytest.raises(FileNotFoundError, match="DETECTRON2_DATASETS"):
+    with pytest.raises(DataError, match="DETECTRON2_DATASETS"):
         name2 = register_coco_format(unique_name("nojson"), str(tmp_path / "absent.json"), str(root))
         get_dataset_dicts(name2)
 
@@ -174,8 +184,7 @@ def test_coco_config_takes_any_dataset_by_overrides(tmp_path):
     j, root = make_tiny_coco(tmp_path, num_images=6)
     jv, rootv = make_tiny_coco(tmp_path / "val", num_images=3)
     tr, va = unique_name("mytrain"), unique_name("myval")
-    cfg = LazyConfig.load(str(config_path("common/data/coco_detection.py")))
-    cfg = LazyConfig.apply_overrides(cfg, [
+    cfg = load_config("common/data/coco_detection.py", [
         f"dataloader.train.dataset.names={tr}", f"dataloader.train.dataset.json_file={j}",
         f"dataloader.train.dataset.image_root={root}", f"dataloader.test.dataset.names={va}",
         f"dataloader.test.dataset.json_file={jv}", f"dataloader.test.dataset.image_root={rootv}",
@@ -192,16 +201,31 @@ def test_coco_config_takes_any_dataset_by_overrides(tmp_path):
     test = instantiate(cfg.dataloader.test)
     out = [d for b in test for d in b]
     assert len(out) == 3 and out[0]["image"].shape == (3, 640, 640) and (out[0]["height"], out[0]["width"]) == (48, 64)
-    assert check_num_classes(2, 2, [tr, va]) == 2
+    cfg.model = {"num_classes": 2}
+    assert check_num_classes(cfg, classes={"train": dataset_classes(tr), "test": dataset_classes(va)}) == 2
+    assert check_num_classes(cfg) == 2  # read from the datasets the config names
 
 
-def test_check_num_classes_says_which_is_which(tmp_path):
+def test_check_num_classes_prints_the_overrides_to_add(tmp_path):
     j, root = make_tiny_coco(tmp_path, num_images=1)
     name = register_coco_format(unique_name("nc"), str(j), str(root))
-    with pytest.raises(ValueError) as e:
-        check_num_classes(80, 2, [name])
-    msg = str(e.value)
-    assert "model.num_classes=80" in msg and "criterion.num_classes=2" in msg and f"dataset '{name}'" in msg
-    with pytest.raises(ValueError, match="criterion.num_classes=3"):
-        check_num_classes(2, 3, name)
-    assert check_num_classes(5, 5, "synthetic_shapes_val") == 5
+    classes = {"dataloader.train.dataset": dataset_classes(name)}
+    cfg = OmegaConf.create({"model": {"num_classes": 80, "criterion": {"num_classes": "${..num_classes}"}},
+                            "dataloader": {"train": {"dataset": {"names": name}}}})
+    for given in (classes, None):  # the classes prepare_data found, or read from the config's datasets
+        with pytest.raises(ConfigError) as e:
+            check_num_classes(cfg, classes=given)
+        msg = str(e.value)
+        assert "model.num_classes=80, model.criterion.num_classes=80" in msg
+        assert "dataloader.train.dataset has 2 classes (red, blue)" in msg
+        assert msg.endswith("Add this override:\n  model.num_classes=2")  # the criterion follows by interpolation
+    cfg.model.criterion.num_classes = 3  # written out: needs its own override
+    with pytest.raises(ConfigError) as e:
+        check_num_classes(cfg, classes=classes)
+    assert str(e.value).endswith("Add these overrides:\n  model.num_classes=2 model.criterion.num_classes=2")
+    cfg.model.num_classes = cfg.model.criterion.num_classes = 2
+    assert check_num_classes(cfg, classes=classes) == 2
+    with pytest.raises(DataError, match=r"disagree on the classes: a has \['red', 'blue'\], b has \['x'\]"):
+        check_num_classes(cfg, classes={"a": ["red", "blue"], "b": ["x"]})
+    assert check_num_classes(OmegaConf.create({"model": {"num_classes": 5}}),
+                             classes={"t": dataset_classes("synthetic_shapes_val")}) == 5

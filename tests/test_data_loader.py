@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from mlla_rtdetr.data import RTDETRDatasetMapper, TrainLoader, get_dataset_dicts, register_coco_format
+from mlla_rtdetr.errors import ConfigError
 
 from data_utils import make_tiny_coco, unique_name
 
@@ -116,9 +117,11 @@ def test_multiscale_per_iteration_and_stop_aug_epoch(dicts):
 
 
 def test_bad_arguments(dicts):
-    with pytest.raises(ValueError, match="fewer than total_batch_size"):
+    with pytest.raises(ConfigError, match="fewer than dataloader.train.total_batch_size=4(.|\n)*at most"):
         make_loader(dicts[:3])
-    with pytest.raises(ValueError, match="multi-scale"):
+    with pytest.raises(ConfigError, match="multi-scale"):
         make_loader(dicts, multiscale_sizes=[])
+    with pytest.raises(ConfigError, match="max_bad_image_share must be in"):
+        make_loader(dicts, max_bad_image_share=2)
     with pytest.raises(ValueError, match="start_iter"):
         make_loader(dicts).set_start_iter(-1)

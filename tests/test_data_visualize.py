@@ -4,9 +4,8 @@ import sys
 
 from PIL import Image
 
-from detectron2.config import LazyConfig
 
-from mlla_rtdetr.config import config_path
+from mlla_rtdetr.engine import load_config
 
 from data_utils import make_tiny_coco, unique_name
 
@@ -37,7 +36,7 @@ def test_data_configs_expose_the_api():
         ("common/data/coco_detection.py", [640, 640], "coco_2017_train", "coco_2017_val"),
         ("common/data/synthetic_detection.py", [256, 256], "synthetic_shapes_train", "synthetic_shapes_val"),
     ]:
-        cfg = LazyConfig.load(str(config_path(rel)))
+        cfg = load_config(rel)
         dl = cfg.dataloader
         assert dl.train.dataset.names == train_name and dl.test.dataset.names == val_name
         assert list(dl.train.mapper.image_size) == size and list(dl.test.mapper.image_size) == size

@@ -25,12 +25,15 @@ from mlla_rtdetr.engine import (
     do_test,
     do_train,
     get_param_groups,
+    load_config,
     load_init_checkpoint,
     lr_schedule,
+    prepare_data,
 )
 from mlla_rtdetr.engine import checkpoint as ckpt_mod
 from mlla_rtdetr.engine.evaluation import FastCOCOEvaluator
 from mlla_rtdetr.engine.optim import RTDETR_V2_RULES
+from mlla_rtdetr.errors import CheckpointError, PathNotFoundError
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -193,7 +196,8 @@ def test_train_checkpoints_eval_names_and_eval_only(tmp_path):
     for f in ("model_final.pth", "model_best.pth", "last_checkpoint", "config.yaml", "metrics.json"):
         assert f in files
     assert not [f for f in files if f.startswith(".tmp_")]
-    assert set(results) == {"bbox", "bbox_ema"}  # raw and EMA under distinct names
+    assert set(results) == {"bbox", "bbox_ema", "images", "images_ema"}  # raw and EMA under distinct names
+    assert results["images_ema"] == {"evaluated": 16, "skipped": 0}
     final = _state(os.path.join(out, "model_final.pth"))  # weights_only loadable
     assert {"model", "trainer", "ema"} <= set(final)
     assert final["trainer"]["iteration"] == 19 and final["ema"]["updates"] == 20
@@ -289,22 +293,44 @@ def test_init_checkpoint_shape_mismatch_table_and_key_report(tmp_path):
     assert "head.weight" in msg and "(6, 32)" in msg and "(7, 32)" in msg and "head.bias" in msg
 
 
+def test_unreadable_checkpoints_are_checkpoint_errors(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"model": ToyDetector(num_classes=2).state_dict()}, good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    for name in ("truncated", "empty", "text"):
+        with pytest.raises(CheckpointError, match=rf"'.*{name}.pth' cannot be read: \d+ bytes .* truncated, empty"):
+            load_init_checkpoint(ToyDetector(num_classes=2), str(tmp_path / f"{name}.pth"))
+    with pytest.raises(PathNotFoundError, match="'.*missing.pth' does not exist"):
+        load_init_checkpoint(ToyDetector(num_classes=2), str(tmp_path / "missing.pth"))
+
+    # --resume from a last_checkpoint that names a damaged file says how to take an earlier one
+    checkpointer = ckpt_mod.Checkpointer(ToyDetector(num_classes=2), str(tmp_path))
+    (tmp_path / "last_checkpoint").write_text("truncated.pth")
+    with pytest.raises(CheckpointError, match="named in .*last_checkpoint .* write the name of an earlier"):
+        checkpointer.load(checkpointer.get_checkpoint_file())
+    (tmp_path / "last_checkpoint").write_text("gone.pth")
+    with pytest.raises(PathNotFoundError, match="gone.pth' does not exist(.|\n)*write the name of an earlier"):
+        checkpointer.load(checkpointer.get_checkpoint_file())
+
+
 def test_class_count_mismatch_names_each_source(tmp_path):
-    cfg = toy_config(str(tmp_path))
-    check_num_classes(cfg, ToyDetector(num_classes=len(CLASSES)))
-    with pytest.raises(ConfigError, match=r"model\.num_classes = 3(.|\n)*engine_toy_train' thing_classes \(train\) = 2"):
-        check_num_classes(cfg, ToyDetector(num_classes=3))
+    cfg = toy_config(str(tmp_path))  # datasets registered in Python
+    classes = prepare_data(cfg)
+    assert classes == {"dataloader.train.dataset": CLASSES, "dataloader.test.dataset": CLASSES}
+    check_num_classes(cfg, ToyDetector(num_classes=len(CLASSES)), classes)
+    with pytest.raises(ConfigError, match=r"model\.num_classes=3, but dataloader.train.dataset and "
+                                          r"dataloader.test.dataset have 2 classes \(a, b\)"):
+        check_num_classes(cfg, ToyDetector(num_classes=3), classes)
     cfg.model.num_classes = 4
-    with pytest.raises(ConfigError, match="model.num_classes = 4"):
-        check_num_classes(cfg)
+    with pytest.raises(ConfigError, match="model.num_classes=4(.|\n)*override:\n  model.num_classes=2$"):
+        prepare_data(cfg)
 
 
 def test_init_checkpoint_detects_official_rtdetr_layout(tmp_path):
-    from detectron2.config import LazyConfig
-
-    from mlla_rtdetr.config import config_path
-
-    cfg = LazyConfig.load(str(config_path("rtdetr_tiny_synthetic.py")))
+    cfg = load_config("rtdetr_tiny_synthetic.py")
     torch.manual_seed(0)
     src = instantiate(cfg.model)
     path = str(tmp_path / "official.pth")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlla_rtdetr.utils.config import build_model, load_config
+from mlla_rtdetr.engine import build_model, load_config
 from mlla_rtdetr.utils.onnx_utils import (
     TENSORRT10_OPS,
     RawExport,

@@ -26,7 +26,7 @@ from mlla_rtdetr.modeling.layers import (
     tokens_to_map,
 )
 from mlla_rtdetr.modeling.layers.mlla import elu_plus_one
-from mlla_rtdetr.utils.config import build_model, load_config
+from mlla_rtdetr.engine import build_model, load_config
 
 ACTS = [None, nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardsigmoid()]  # the last one is applied unfused
 

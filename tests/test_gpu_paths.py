@@ -13,9 +13,9 @@ import sys
 import pytest
 import torch
 
+from mlla_rtdetr.engine import build_model, load_config
 from mlla_rtdetr.engine.trainer import Trainer
 from mlla_rtdetr.utils.bench_cases import random_instances
-from mlla_rtdetr.utils.config import build_model, load_config
 from tools_utils import MLLA_TINY_CONFIG, REPO_ROOT, TINY_CONFIG, spread_weights_
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]

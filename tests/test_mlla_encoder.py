@@ -91,7 +91,7 @@ def test_mlla_recipes_load():
     """Every MLLA recipe loads; encoder variants select "mlla" on the intended levels."""
     from pathlib import Path
 
-    from detectron2.config import LazyConfig
+    from mlla_rtdetr.engine import load_config
 
     cfg_dir = Path(__file__).resolve().parents[1] / "projects" / "mlla_rtdetr" / "configs"
     expect = {
@@ -106,10 +106,16 @@ def test_mlla_recipes_load():
         "mlla_enc_r50vd_s4s5_6x_coco.py": ("PResNet", ["mlla", "mlla"], [1, 2]),
         "mlla_rtdetr_tiny_synthetic.py": ("MLLABackbone", ["mlla"], [2]),
         "mlla_rtdetr_demo_synthetic.py": ("MLLABackbone", ["mlla"], [2]),
+        # placements beyond the encoder (tests/test_placements.py checks them in detail)
+        "mlla_fusion_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
+        "mlla_hybrid_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
+        "mlla_attn_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
+        "mlla_hybrid_enc_s5_r18vd_120e_coco.py": ("PResNet", ["mlla"], [2]),
+        "mlla_hybrid_enc_s4s5_r18vd_120e_coco.py": ("PResNet", ["mlla", "mlla"], [1, 2]),
     }
     assert sorted(p.name for p in cfg_dir.glob("mlla*.py")) == sorted(expect)
     for name, (backbone, attention, levels) in expect.items():
-        cfg = LazyConfig.load(str(cfg_dir / name))
+        cfg = load_config(str(cfg_dir / name))
         assert cfg.model.backbone._target_.__name__ == backbone, name
         got = cfg.model.encoder.attention
         assert (got if isinstance(got, str) else list(got)) == attention, name

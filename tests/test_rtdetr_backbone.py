@@ -135,6 +135,18 @@ def test_official_imagenet_weights_loader(tmp_path, parity_dir):
     # prefixed for a detector
     prefixed, _ = convert_official_resnet_vd(state, prefix="backbone.")
     assert all(k.startswith("backbone.") for k in prefixed) and len(prefixed) == len(state)
+    # train.init_checkpoint recognises the file and fills the detector's backbone only
+    from detectron2.config import instantiate
+
+    from mlla_rtdetr.engine import load_config
+    from mlla_rtdetr.engine.checkpoint import load_init_checkpoint
+
+    detector = instantiate(load_config("models/rtdetr_r18vd.py").model)
+    decoder_before = {k: v.clone() for k, v in detector.decoder.state_dict().items()}
+    report = load_init_checkpoint(detector, str(path))
+    assert report["format"] == "official resnet_vd ImageNet backbone"
+    assert all(torch.equal(detector.backbone.state_dict()[k], v) for k, v in state.items())
+    assert all(torch.equal(detector.decoder.state_dict()[k], v) for k, v in decoder_before.items())
 
 
 def test_bad_arguments_are_reported():

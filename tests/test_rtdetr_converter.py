@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 
 from mlla_rtdetr.checkpoint.rtdetr_converter import (
     CheckpointConversionError,
@@ -17,6 +17,7 @@ from mlla_rtdetr.checkpoint.rtdetr_converter import (
     load_official_rtdetr,
 )
 from mlla_rtdetr.config import config_path
+from mlla_rtdetr.engine import load_config
 from parity_state import load_manifest, make_state
 
 # case -> (model config, official version)
@@ -28,7 +29,7 @@ CASES = {
 
 
 def _model(cfg_name, version="v2"):
-    cfg = LazyConfig.load(str(config_path(cfg_name)))
+    cfg = load_config(cfg_name)
     cfg.model.decoder.version = version
     return instantiate(cfg.model)
 
@@ -45,7 +46,7 @@ def r18_model():
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = LazyConfig.load(str(config_path("rtdetr_tiny_synthetic.py")))
+    cfg = load_config("rtdetr_tiny_synthetic.py")
     return instantiate(cfg.model)
 
 
@@ -153,7 +154,7 @@ def test_load_official_and_detection(tmp_path, tiny):
     assert not is_official_rtdetr_checkpoint({"model": tiny.state_dict(), "iteration": 10})
     assert not is_official_rtdetr_checkpoint({"model": {"layers.0.weight": torch.zeros(1)}})
 
-    fresh = instantiate(LazyConfig.load(str(config_path("rtdetr_tiny_synthetic.py"))).model)
+    fresh = instantiate(load_config("rtdetr_tiny_synthetic.py").model)
     report = load_official_rtdetr(fresh, path)
     assert report.ok and report.source == "ema.module"
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in tiny.state_dict().items())
@@ -179,4 +180,4 @@ def test_cli_converts_and_refuses(tmp_path, tiny, repo_root):
     torch.save(official, src)
     res = subprocess.run([sys.executable, tool, "--input", str(src), "--output", str(dst), "--config", cfg],
                          capture_output=True, text=True, cwd=repo_root)
-    assert res.returncode == 1 and "decoder.enc_score_head.bias" in res.stderr
+    assert res.returncode == 2 and "decoder.enc_score_head.bias" in res.stderr

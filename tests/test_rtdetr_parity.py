@@ -8,6 +8,7 @@ denoising consumes the global RNG exactly like the official one, so nothing is i
 """
 
 import json
+import re
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from parity_state import check_summary, load_manifest, make_input, make_state, m
 from mlla_rtdetr.checkpoint.rtdetr_converter import convert_official_rtdetr
 from mlla_rtdetr.modeling import (
     RTDETR,
+    HGNetv2,
     HungarianMatcher,
     HybridEncoder,
     PResNet,
@@ -25,7 +27,7 @@ from mlla_rtdetr.modeling import (
     RTDETRTransformer,
 )
 
-CASES = ["rtdetr_v1_r18vd", "rtdetrv2_r18vd", "rtdetrv2_r50vd", "rtdetrv2_r18vd_dsp"]
+CASES = ["rtdetr_v1_r18vd", "rtdetrv2_r18vd", "rtdetrv2_r50vd", "rtdetrv2_hgnetv2_l", "rtdetrv2_r18vd_dsp"]
 TOL = 1e-4
 STRICT_TOL = 3e-5
 
@@ -37,9 +39,13 @@ def build_official_like(manifest: dict) -> RTDETR:
     dec = cfg["RTDETRTransformer" if version == "v1" else "RTDETRTransformerv2"]
     crit = cfg["SetCriterion" if version == "v1" else "RTDETRCriterionv2"]
     eval_size = he.get("eval_spatial_size") or cfg.get("eval_spatial_size")
-    backbone = PResNet(
-        depth=pr["depth"], variant=pr["variant"], freeze_at=pr["freeze_at"], freeze_norm=pr["freeze_norm"]
-    )
+    if cfg["RTDETR"]["backbone"] == "HGNetv2":  # the YAML's HGNetv2 section: name, freeze_at 0, FrozenBN
+        name = re.search(r"hgnetv2_([lxh])_", manifest["official_config"]).group(1).upper()
+        backbone = HGNetv2(name, freeze_at=0, freeze_norm=True)
+    else:
+        backbone = PResNet(
+            depth=pr["depth"], variant=pr["variant"], freeze_at=pr["freeze_at"], freeze_norm=pr["freeze_norm"]
+        )
     encoder = HybridEncoder(
         in_channels=he["in_channels"],
         feat_strides=he["feat_strides"],

@@ -7,7 +7,6 @@ import json
 import socket
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -72,37 +71,12 @@ def test_two_machines_train_as_one_group(two_machines):
     assert [x["iteration"] for x in logged if "total_loss" in x] == list(range(6))
 
 
-# The project's launcher, used the way tools/train_net.py uses its own: with torchrun's variables
-# set it joins their process group instead of spawning.
-TORCHRUN_ENTRY = textwrap.dedent('''
-    import importlib.util, sys
-    spec = importlib.util.spec_from_file_location("train_net", sys.argv[1])
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
-    from mlla_rtdetr.launch import launch
-    args = train_net.parse_args(sys.argv[2:])
-    launch(train_net.main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,), backend="gloo")
-''')
-
-
-def _train_net_joins_torchrun() -> bool:
-    source = (REPO / "projects" / "mlla_rtdetr" / "engine" / "defaults.py").read_text()
-    return "mlla_rtdetr.launch" in source or "torchrun_env" in source
-
-
 def test_torchrun_two_nodes_join_group_and_match_two_machines(recipe, two_machines, tmp_path):
     out = tmp_path / "run"
-    if _train_net_joins_torchrun():
-        entry = [str(TRAIN_NET)]
-    else:  # until train_net uses mlla_rtdetr.launch.launch (docs/cluster.md): same code path, by hand
-        script = tmp_path / "entry.py"
-        script.write_text(TORCHRUN_ENTRY)
-        entry = [str(script), str(TRAIN_NET)]
     port = _free_port()
     commands = [[sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
                  "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
-                 *entry, "--config-file", str(recipe), f"train.output_dir={out}", *OVERRIDES]
+                 str(TRAIN_NET), "--config-file", str(recipe), f"train.output_dir={out}", *OVERRIDES]
                 for node in (0, 1)]
     _run_two(commands, [tmp_path / f"node{node}.log" for node in (0, 1)])
     assert "Rank of current process: 0. World size: 2" in (out / "log.txt").read_text()

@@ -88,11 +88,6 @@ def test_sigkill_at_random_iteration_then_resume_is_exact(recipe, reference, tmp
     _assert_same_final_state(out, reference)
 
 
-def _engine_has_preemption_hook() -> bool:
-    source = (REPO / "projects" / "mlla_rtdetr" / "engine" / "defaults.py").read_text()
-    return "PreemptionHook" in source
-
-
 def _children(pid: int):
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -100,9 +95,6 @@ def _children(pid: int):
         return []
 
 
-@pytest.mark.skipif(not _engine_has_preemption_hook(),
-                    reason="train_net's trainer does not register mlla_rtdetr.launch.PreemptionHook yet "
-                           "(docs/cluster.md, 'Preemption')")
 def test_submit_local_preempted_job_requeues_and_resumes_exactly(recipe, reference, tmp_path):
     out = tmp_path / "run"
     log = tmp_path / "submit.log"

@@ -102,7 +102,7 @@ FAKE_TRAIN_NET = textwrap.dedent('''
     import torch
     from detectron2.engine import TrainerBase, default_argument_parser
     from mlla_rtdetr.engine.checkpoint import Checkpointer
-    from mlla_rtdetr.launch.preemption import PreemptionHook
+    from mlla_rtdetr.engine.preemption import PreemptionHook
 
     MAX_ITER = 30
 
@@ -137,7 +137,7 @@ FAKE_TRAIN_NET = textwrap.dedent('''
 def restore_signals():
     saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2)}
     yield
-    from mlla_rtdetr.launch import preemption
+    from mlla_rtdetr.engine import preemption
 
     preemption.reset()
     preemption._State.previous.clear()
@@ -149,7 +149,7 @@ def test_preemption_hook_saves_iteration_and_exits(tmp_path, restore_signals):
     from detectron2.engine import TrainerBase
 
     from mlla_rtdetr.engine.checkpoint import Checkpointer
-    from mlla_rtdetr.launch.preemption import PREEMPTED_EXIT_CODE, PreemptionHook
+    from mlla_rtdetr.engine.preemption import PREEMPTED_EXIT_CODE, PreemptionHook
 
     model = torch.nn.Linear(2, 2, bias=False)
     torch.nn.init.zeros_(model.weight)

@@ -8,10 +8,12 @@ import pytest
 
 from mlla_rtdetr.sweep.plan import (
     CONFIG_AXIS,
+    LabeledRun,
     expand_grid,
     expand_list,
     load_run_list,
     parse_axis,
+    parse_run_line,
     short_keys,
     split_override,
 )
@@ -111,6 +113,34 @@ def test_list_runs_and_run_file(cfg, tmp_path):
         expand_list([cfg], [["a.b=1", "a.b=2"]], tmp_path)
 
 
+def test_labelled_run_list_times_grid(cfg, tmp_path):
+    """'labels | overrides' lines: the labels name the runs (columns, directories), the overrides
+    configure them; a list combines with grid axes (every run x every seed)."""
+    text = ("# placements\nplacement=none |\n"
+            "placement=fusion | model.encoder.fpn_fusion=mlla model.encoder.pan_fusion=mlla\n"
+            "placement=hybrid | model.backbone.stage_blocks={res4:mlla,res5:mlla}  # a dict value\n")
+    (tmp_path / "runs.txt").write_text(text)
+    run_list = load_run_list(str(tmp_path / "runs.txt"))
+    assert isinstance(run_list[0], LabeledRun) and run_list[0].overrides == ()
+    runs = expand_list([cfg], run_list, tmp_path / "out", fixed=["train.max_iter=3"],
+                       axes=[parse_axis("train.seed=0,1"), parse_axis("optimizer.lr=1e-3")])
+    assert [r.name for r in runs] == ["placement=none,seed=0", "placement=none,seed=1", "placement=fusion,seed=0",
+                                      "placement=fusion,seed=1", "placement=hybrid,seed=0", "placement=hybrid,seed=1"]
+    assert runs[3].swept == {"placement": "fusion", "train.seed": "1"}
+    assert runs[3].overrides == ["train.max_iter=3", "optimizer.lr=1e-3", "model.encoder.fpn_fusion=mlla",
+                                 "model.encoder.pan_fusion=mlla", "train.seed=1"]
+    assert runs[4].overrides[2] == "model.backbone.stage_blocks={res4:mlla,res5:mlla}"
+    assert parse_run_line("a.b=1 c.d=2") == ["a.b=1", "c.d=2"]  # unlabelled lines are unchanged
+    with pytest.raises(ValueError, match="repeats a label"):
+        parse_run_line("x=1 x=2 | a.b=1")
+    with pytest.raises(ValueError, match="also a grid axis"):
+        expand_list([cfg], [parse_run_line("x=1 | train.seed=3")], tmp_path, axes=[parse_axis("train.seed=0,1")])
+    proc = _sweep("--config-file", cfg, "--runs-file", str(tmp_path / "runs.txt"), "--set", "train.seed=0,1,2",
+                  "--output-dir", str(tmp_path / "sweep"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "Sweep plan: 9 run(s)" in proc.stdout and f"{tmp_path / 'sweep'}/placement=hybrid,seed=2" in proc.stdout
+
+
 def test_run_record_and_finished(tmp_path):
     assert not is_finished(tmp_path)
     update_record(tmp_path, name="x", status="running")
@@ -159,7 +189,9 @@ def test_sweep_reports_bad_input(cfg, tmp_path):
     proc = _sweep("--config-file", str(tmp_path / "nope.py"), "--dry-run")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     proc = _sweep("--config-file", cfg, "--set", "a.b=1,2", "--run", "a.b=3", "--dry-run")
-    assert proc.returncode == 2 and "not both" in proc.stderr
+    assert proc.returncode == 2 and "also a grid axis" in proc.stderr
+    proc = _sweep("--config-file", cfg, "--run", "| a.b=3", "--dry-run")
+    assert proc.returncode == 2 and "nothing left of '|'" in proc.stderr
 
 
 def test_train_argv_quotes_output_dir_for_the_override_grammar(cfg, tmp_path):

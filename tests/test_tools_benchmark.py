@@ -67,7 +67,7 @@ def test_inference_and_train_step_json(bench, tmp_path):
     assert data["baseline"] == "rtdetr_tiny_synthetic"  # the first model by default
     assert data["rows"][0]["time_vs_baseline"] == 1.0 and data["rows"][1]["time_vs_baseline"] > 0
     # --flops: the GFLOPs of tools/analyze_model.py (eval model), ms per GFLOP and its ratio to the baseline's
-    from mlla_rtdetr.utils.config import build_model, load_config
+    from mlla_rtdetr.engine import build_model, load_config
     from mlla_rtdetr.utils.flops import model_flops
 
     base, mlla = data["rows"]
@@ -224,17 +224,31 @@ def test_data_pipeline_mode(bench, tmp_path):
         _positive(r, "images_per_s", "ms_per_batch")
 
 
-def test_analyze_model_counts(tmp_path):
-    from detectron2.config import LazyConfig, instantiate
+def test_image_check_mode(bench, tmp_path):
+    out = tmp_path / "check.json"
+    bench.main(["image-check", "--paths", "3000", "--missing", "0.01", "--threads-check", "4", "--folder",
+                str(tmp_path), "--warmup", "0", "--iters", "1", "--output", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["threads"] for r in rows] == ["1 thread", "4 threads"]
+    for r in rows:
+        assert r["paths"] == 3000 and r["missing"] == 30  # both found exactly the files left out
+        _positive(r, "seconds", "paths_per_s", "speedup")
+    assert not list(tmp_path.glob("image_check_*"))  # generated files removed
 
-    from mlla_rtdetr.utils.flops import model_flops
+
+def test_analyze_model_counts(tmp_path):
+    from detectron2.config import instantiate
+
+    from mlla_rtdetr.engine import load_config
+
+    from mlla_rtdetr.utils.flops import model_flops, official_gflops
 
     tool = load_tool("analyze_model")
     out = tmp_path / "a.json"
     res = tool.main(["--config-file", TINY_CONFIG, "--input-size", "128", "--output", str(out),
                      "model.decoder.num_layers=1"])
     saved = json.loads(out.read_text())
-    cfg = LazyConfig.load(TINY_CONFIG)
+    cfg = load_config(TINY_CONFIG)
     cfg.model.decoder.num_layers = 1
     model = instantiate(cfg.model)
     assert saved["params"]["total"] == sum(p.numel() for p in model.parameters())
@@ -246,3 +260,4 @@ def test_analyze_model_counts(tmp_path):
     assert f["gflops"] == pytest.approx(model_flops(model, 128, 128).gflops, rel=1e-9)
     assert sum(f["by_module_gflops"].values()) == pytest.approx(f["gflops"], rel=1e-6)
     assert res["flops"]["by_module_gflops"]["backbone"] > 0
+    assert f["official_gflops"] == pytest.approx(official_gflops(model, 128, 128), rel=1e-9)

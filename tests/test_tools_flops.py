@@ -58,3 +58,35 @@ def test_raw_forward_flops_per_child_and_params():
     assert p["total"] == 4 * 3 * 2 * 2 + 4 * 6 + 6
     assert p["trainable"] == 4 * 6 + 6 and p["frozen"] == 48
     assert p["per_module"]["backbone"] == {"total": 48, "trainable": 0}
+
+
+class SelectingDetector(nn.Module):
+    """A conv at stride 8 and 16, and a decoder whose row-wise box head runs on the first 3 of the
+    memory tokens only (as our RT-DETR decoder runs enc_bbox_head on the selected queries)."""
+
+    def __init__(self):
+        super().__init__()
+        from mlla_rtdetr.modeling.layers import MLP
+
+        self.conv8 = nn.Conv2d(3, 4, 8, stride=8, bias=False)
+        self.conv16 = nn.Conv2d(3, 4, 16, stride=16, bias=False)
+        self.decoder = nn.Module()
+        self.decoder.feat_strides = [8, 16]
+        self.decoder.enc_bbox_head = MLP(4, 5, 4, num_layers=2)
+
+    def forward_raw(self, images):
+        memory = torch.cat([self.conv8(images).flatten(2), self.conv16(images).flatten(2)], 2).transpose(1, 2)
+        boxes = self.decoder.enc_bbox_head(memory[:, :3])
+        return {"pred_logits": boxes[..., :2], "pred_boxes": boxes.sigmoid()}
+
+
+def test_official_count_runs_the_encoder_head_on_every_token():
+    from mlla_rtdetr.utils.flops import model_flops, official_gflops
+
+    model = SelectingDetector()
+    convs = 16 * 4 * 8 * 8 * 3 + 4 * 4 * 16 * 16 * 3  # positions * out channels * kernel * in channels
+    per_token = 4 * 5 + 5 * 4
+    tokens = 16 + 4  # 32x32 image: 4x4 at stride 8, 2x2 at stride 16
+    report = model_flops(model, 32, 32)
+    assert report.macs == convs + 3 * per_token and report.by_submodule["decoder.enc_bbox_head"] == 3 * per_token
+    assert official_gflops(model, 32, 32) == pytest.approx(2 * (convs + tokens * per_token) / 1e9)

@@ -76,9 +76,11 @@ def test_compare_up_to_query_order_ignores_permutations():
 def test_export_tool_readme_command(tmp_path):
     """The README's export command, run as a user runs it, on the tiny MLLA recipe (MLLA backbone and
     MLLA encoder): top-K head, checked at batch 1 and 3 after tracing at batch 2."""
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
 
-    cfg = LazyConfig.load(MLLA_TINY_CONFIG)
+    from mlla_rtdetr.engine import load_config
+
+    cfg = load_config(MLLA_TINY_CONFIG)
     model = spread_weights_(instantiate(cfg.model), seed=0)
     ckpt = tmp_path / "model_final.pth"
     torch.save({"model": model.state_dict()}, ckpt)

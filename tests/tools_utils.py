@@ -132,3 +132,30 @@ def write_fake_official(root):
     (cfg_dir / "fake_r18vd_120e_coco.yml").write_text("PResNet:\n  depth: 18\n")
     (cfg_dir / "include" / "fake_base.yml").write_text("")
     return Path(root)
+
+
+ZOO_README = REPO_ROOT / "projects" / "mlla_rtdetr" / "README.md"
+
+
+def zoo_readme_commands() -> list:
+    """The ``python tools/train_net.py ...`` lines of the model-zoo README's exact-commands block."""
+    text = ZOO_README.read_text()
+    block = text.split("<!-- exact commands -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip().startswith("python tools/train_net.py")]
+
+
+def zoo_readme_command(recipe: str, eval_only: bool, weights_dir) -> list:
+    """The README's train (or evaluation) command of ``recipe`` as argv, run the way a user on one
+    machine without GPUs would: ``python`` -> this interpreter, ``--num-gpus 8`` dropped (one
+    process), the ``weights/`` folder of the README -> ``weights_dir``."""
+    import shlex
+
+    config = f"--config-file projects/mlla_rtdetr/configs/{recipe}.py "
+    found = [c for c in zoo_readme_commands() if config in c + " " and ("--eval-only" in c) == eval_only]
+    assert found, f"no {'evaluation' if eval_only else 'training'} command of {recipe} in {ZOO_README}"
+    argv = shlex.split(found[0])
+    assert argv[:2] == ["python", "tools/train_net.py"] and argv[argv.index("--num-gpus") + 1] == "8", found[0]
+    del argv[argv.index("--num-gpus"):argv.index("--num-gpus") + 2]
+    prefix = "train.init_checkpoint=weights/"
+    argv = [f"train.init_checkpoint={Path(weights_dir) / a[len(prefix):]}" if a.startswith(prefix) else a for a in argv]
+    return [sys.executable] + argv[1:]

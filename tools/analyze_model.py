@@ -6,7 +6,9 @@ FLOPs: fvcore's jit-tracing counter on ``model.forward_raw`` (eval mode, no post
 random image batch of the given size. fvcore counts one multiply-add as one flop, i.e. it returns
 MACs; this tool reports **GFLOPs = 2 x GMACs** (the convention of the RT-DETR and MLLA papers) and
 GMACs next to it. Element-wise ops (activations, softmax, additions) are not counted; the ops fvcore
-skipped are listed.
+skipped are listed. Without ``--deploy`` and at batch 1 it also prints the official count
+(convolutions and matrix products, encoder box head on every token: the convention of the official
+RT-DETR numbers, :func:`mlla_rtdetr.utils.flops.official_gflops`).
 
 Examples::
 
@@ -20,10 +22,9 @@ import argparse
 import sys
 import time
 
-import torch
-
-from mlla_rtdetr.utils.config import build_model, load_config
-from mlla_rtdetr.utils.flops import count_parameters, model_flops
+from mlla_rtdetr.engine import build_model, load_config
+from mlla_rtdetr.errors import run_main
+from mlla_rtdetr.utils.flops import count_parameters, model_flops, official_gflops
 from mlla_rtdetr.utils.report import environment, markdown_table, write_json
 
 
@@ -48,8 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def input_hw(args, model):
     if args.input_size:
-        if len(args.input_size) > 2:
-            raise SystemExit("--input-size takes H or H W")
         return args.input_size[0], args.input_size[-1]
     eval_size = getattr(model, "eval_size", None) or getattr(model, "eval_spatial_size", None)
     if eval_size:
@@ -80,6 +79,8 @@ def analyze(args) -> dict:
             "by_operator_gflops": {k: v / b for k, v in per_image["by_operator_gflops"].items()},
             "unsupported_ops": per_image["unsupported_ops"],
         }
+        if not args.deploy and b == 1:
+            out["flops"]["official_gflops"] = official_gflops(model, h, w, report=rep)
     return out
 
 
@@ -98,6 +99,9 @@ def render(out: dict) -> str:
         h, w = f["input_size"]
         note = (f"per image at {h}x{w}{' after deploy()' if f['deploy'] else ''}: {f['gflops']:.2f} GFLOPs "
                 f"= 2 x {f['gmacs']:.2f} GMACs (fvcore counts MACs).")
+        if "official_gflops" in f:
+            note += (f" Official count (convs and matrix products, encoder box head on every token): "
+                     f"{f['official_gflops']:.1f} GFLOPs.")
         if f["unsupported_ops"]:
             note += " Not counted: " + ", ".join(f"{k} x{v}" for k, v in sorted(f["unsupported_ops"].items()))
         parts.append("### FLOPs\n\n" + markdown_table(rows) + "\n\n" + note)
@@ -105,12 +109,12 @@ def render(out: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.batch_size < 1:
-        raise SystemExit("--batch-size must be >= 1")
-    torch.manual_seed(0)
+        parser.error("--batch-size must be >= 1")
+    if args.input_size and len(args.input_size) > 2:
+        parser.error("--input-size takes H or H W")
     out = analyze(args)
     print(render(out))
     if args.output:
@@ -120,4 +124,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

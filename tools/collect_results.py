@@ -3,6 +3,7 @@
 
     tools/collect_results.py output/sweeps/attention
     tools/collect_results.py output/sweeps/attention --analyze      # also count GFLOPs (fvcore)
+    tools/collect_results.py output/sweeps/attention --latency      # also time each model (CPU)
     tools/collect_results.py runA runB --out output/table            # any run directories
 
 Prints Markdown and writes ``<out>.md`` and ``<out>.csv`` (per run) and, when the runs sweep the
@@ -11,7 +12,9 @@ Columns: the swept values, AP, AP50, AP75, APs, APm, APl (COCO box metrics of th
 in ``metrics.json``: the EMA weights' if evaluated, else the raw weights'), Params (M), GFLOPs,
 Latency (ms). Best value per column in bold. Params/GFLOPs/latency come from
 ``<run_dir>/model_stats.json`` (tools/analyze_model.py, tools/benchmark.py); missing params are
-counted from the run's config, missing GFLOPs with ``--analyze``.
+counted from the run's config, missing GFLOPs with ``--analyze``, missing latency with ``--latency``
+(tools/benchmark.py's inference case: batch 1, deploy(), median of ``--latency-iters`` calls, all
+distinct models of the table timed interleaved in one process).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mlla_rtdetr.errors import UserError, run_main
 from mlla_rtdetr.sweep.records import merge_model_stats
 from mlla_rtdetr.sweep.results import STAT_KEYS, collect
 from mlla_rtdetr.sweep.table import DEFAULT_SEED_KEY, per_run_table, seed_table, to_csv, to_markdown
@@ -38,8 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluation result name: auto (bbox_ema if present, else bbox), bbox, bbox_ema")
     parser.add_argument("--analyze", action="store_true",
                         help="count GFLOPs with fvcore when model_stats.json lacks them (cached there)")
+    parser.add_argument("--latency", action="store_true",
+                        help="time models whose model_stats.json lacks latency_ms (cached there)")
+    parser.add_argument("--latency-iters", type=int, default=10, help="timed calls per model for --latency")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for --latency (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="device for --latency")
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="image size for --analyze (default: the model's eval_size or 640x640)")
+                        help="image size for --analyze / --latency (default: the model's eval_size or 640x640)")
     parser.add_argument("--no-params", action="store_true",
                         help="do not count missing parameters from the configs")
     parser.add_argument("--all", action="store_true",
@@ -70,18 +80,47 @@ def fill_stats(results, gflops: bool, input_size, count_params: bool) -> None:
         r.stats.update({k: v for k, v in stats.items() if k in STAT_KEYS and k not in r.stats})
 
 
+def fill_latency(results, input_size, threads, device: str, iters: int) -> None:
+    """Time every distinct model among the runs without ``latency_ms`` (interleaved, one process)
+    and store the numbers in their model_stats.json."""
+    from mlla_rtdetr.sweep.model_stats import (
+        default_input_size,
+        inference_spec,
+        load_run_config,
+        measure_latencies,
+        model_key,
+    )
+
+    groups = {}
+    for r in results:
+        if "latency_ms" in r.stats:
+            continue
+        cfg = load_run_config(r.record, r.run_dir) if r.record.get("config_file") else None
+        if cfg is None:
+            logging.warning(f"{r.run_dir}: no sweep_run.json with a config file; cannot time its model.")
+            continue
+        key = model_key(cfg)
+        if key not in groups:  # named after its first run in the progress messages
+            size = input_size or default_input_size(cfg)
+            groups[key] = (r.name, inference_spec(r.record, size, threads, device), [])
+        groups[key][2].append(r)
+    if not groups:
+        return
+    logging.info(f"Timing {len(groups)} distinct model(s) interleaved ({iters} calls each) ...")
+    timed = measure_latencies({name: spec for name, spec, _ in groups.values()}, iters=iters,
+                              progress=lambda m: logging.info(f"latency: {m}"))
+    for name, _, runs in groups.values():
+        for r in runs:
+            merge_model_stats(r.run_dir, timed[name])
+            r.stats["latency_ms"] = timed[name]["latency_ms"]
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        results = collect([Path(d) for d in args.dirs], task=args.task)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"collect_results: error: {e}", file=sys.stderr)
-        return 2
+    results = collect([Path(d) for d in args.dirs], task=args.task)
     if not results:
-        print(f"collect_results: error: no run directories (with sweep_run.json or metrics.json) "
-              f"under {', '.join(args.dirs)}.", file=sys.stderr)
-        return 2
+        raise UserError(f"no run directories (with sweep_run.json or metrics.json) under {', '.join(args.dirs)}.")
     without = [r for r in results if not r.metrics]
     for r in without:
         print(f"note: {r.name}: no evaluation results yet (status: {r.status})", file=sys.stderr)
@@ -91,6 +130,11 @@ def main(argv=None) -> int:
         print("collect_results: error: no run has evaluation results.", file=sys.stderr)
         return 1
     fill_stats(results, args.analyze, args.input_size, not args.no_params)
+    if args.latency:
+        if args.latency_iters < 1:
+            print("collect_results: error: --latency-iters must be >= 1.", file=sys.stderr)
+            return 2
+        fill_latency(results, args.input_size, args.threads, args.device, args.latency_iters)
 
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "results"
     table = per_run_table(results)
@@ -116,4 +160,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -7,6 +7,16 @@ under ``model``), ready for ``train.init_checkpoint``::
 
     python tools/convert_mlla_checkpoint.py --input MLLA_T.pth --output weights/mlla_t_in1k_backbone.pth
 
+For a hybrid ResNet-vd / MLLA backbone (``stage_blocks`` with "mlla" stages, e.g.
+``mlla_hybrid_r18vd_120e_coco.py``) ``--target hybrid --config RECIPE`` maps the MLLA stages of the
+same width onto the recipe's MLLA stages and, with ``--resnet-vd``, adds the ImageNet ResNet-vd
+weights of the stem, the convolutional stages and the MLLA stages' downsampling (one file for
+``train.init_checkpoint``; ``checkpoint/hybrid_init.py`` says what comes from where)::
+
+    python tools/convert_mlla_checkpoint.py --target hybrid --input MLLA_T.pth \
+        --resnet-vd ResNet18_vd_pretrained_from_paddle.pth \
+        --config projects/mlla_rtdetr/configs/mlla_hybrid_r18vd_120e_coco.py --output weights/hybrid_r18_in1k.pth
+
 The variant is inferred from the weights (stem width and depths) unless ``--variant`` is given.
 The report says which keys were used and which were ignored (derived RoPE tables, the
 classification head, detector heads); any other mismatch stops with a table and nothing is written.
@@ -26,6 +36,7 @@ from mlla_rtdetr.checkpoint.mlla_converter import (
     infer_mlla_variant,
 )
 from mlla_rtdetr.checkpoint.rtdetr_converter import read_checkpoint
+from mlla_rtdetr.errors import run_main
 from mlla_rtdetr.modeling.backbone.mlla import MLLA_VARIANTS, build_mlla_backbone, build_mlla_classifier
 
 STAGES = ("res2", "res3", "res4", "res5")
@@ -37,8 +48,13 @@ def parse_args(argv=None):
     p.add_argument("--output", required=True, help="where to write the converted checkpoint")
     p.add_argument("--variant", choices=sorted(MLLA_VARIANTS), default=None,
                    help="model variant (default: inferred from the weights)")
-    p.add_argument("--target", choices=("backbone", "classifier"), default="backbone",
-                   help="backbone: MLLABackbone (detection); classifier: MLLAClassifier (ImageNet)")
+    p.add_argument("--target", choices=("backbone", "classifier", "hybrid"), default="backbone",
+                   help="backbone: MLLABackbone (detection); classifier: MLLAClassifier (ImageNet); "
+                        "hybrid: the MLLA stages of a hybrid backbone (needs --config)")
+    p.add_argument("--config", default=None, help="--target hybrid: the recipe whose backbone is initialised")
+    p.add_argument("--resnet-vd", default=None,
+                   help="--target hybrid: also take the stem / conv stages / downsampling from this "
+                        "official ImageNet ResNet-vd checkpoint")
     p.add_argument("--out-features", nargs="+", choices=STAGES, default=["res3", "res4", "res5"],
                    help="backbone outputs of the model the weights are for (default: res3 res4 res5)")
     p.add_argument("--prefix", default=None,
@@ -49,8 +65,36 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def convert_hybrid(args) -> int:
+    from detectron2.config import instantiate
+
+    from mlla_rtdetr.checkpoint.hybrid_init import hybrid_imagenet_init
+    from mlla_rtdetr.engine import load_config
+
+    if not args.config:
+        print("error: --target hybrid needs --config (the hybrid recipe)", file=sys.stderr)
+        return 2
+    try:
+        backbone = instantiate(load_config(args.config).model.backbone)
+        resnet = read_checkpoint(args.resnet_vd, weights_only=not args.unsafe_load) if args.resnet_vd else None
+        mlla = read_checkpoint(args.input, weights_only=not args.unsafe_load)
+        state, report = hybrid_imagenet_init(backbone, resnet_vd=resnet, mlla=mlla,
+                                             prefix="backbone." if args.prefix is None else args.prefix)
+    except (CheckpointConversionError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state, "__author__": f"convert_mlla_checkpoint (hybrid, {args.config})"}, str(out))
+    print(report)
+    print(f"wrote {len(state)} tensors to {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.target == "hybrid":
+        return convert_hybrid(args)
     try:
         ckpt = read_checkpoint(args.input, weights_only=not args.unsafe_load)
         state, _ = extract_mlla_state_dict(ckpt, use_ema=args.ema)
@@ -81,4 +125,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

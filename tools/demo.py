@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlla_rtdetr.utils.config import build_model, load_config
+from mlla_rtdetr.engine import build_model, load_config
+from mlla_rtdetr.errors import run_main
 from mlla_rtdetr.utils.media import VideoWriter, collect_images, is_video, read_video_frames, video_fps
 from mlla_rtdetr.utils.visualize import draw_detections
 
@@ -75,15 +76,16 @@ class Predictor:
 
 
 def class_names_of(cfg) -> Optional[List[str]]:
-    """``thing_classes`` of the config's test dataset, if it is registered with metadata."""
-    try:
-        import mlla_rtdetr.data  # noqa: F401  (registers the embedded datasets)
-        from detectron2.data import MetadataCatalog
+    """Class names of the config's dataset: recorded in a run's config.yaml, else read from the
+    dataset (a COCO json, VOC folder or data.yaml named by the config). None (labels show class
+    ids) for a model-only config or when the dataset cannot be read here."""
+    from mlla_rtdetr.data import config_class_names
+    from mlla_rtdetr.errors import UserError
 
-        names = cfg.dataloader.test.dataset.names
-        name = names if isinstance(names, str) else names[0]
-        return list(MetadataCatalog.get(name).thing_classes)
-    except Exception:  # model-only configs, unregistered datasets: fall back to class ids
+    try:
+        return config_class_names(cfg)
+    except UserError as e:
+        log(f"class names unavailable, labelling with class ids: {e}")
         return None
 
 
@@ -163,17 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> Dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.batch_size < 1:
-        raise SystemExit("--batch-size must be >= 1")
+        parser.error("--batch-size must be >= 1")
     if not 0.0 <= args.score_threshold <= 1.0:
-        raise SystemExit("--score-threshold must be in [0, 1]")
+        parser.error("--score-threshold must be in [0, 1]")
     input_size = None
     if args.input_size:
         if len(args.input_size) > 2:
-            raise SystemExit("--input-size takes H or H W")
+            parser.error("--input-size takes H or H W")
         input_size = (args.input_size[0], args.input_size[-1])
     videos = [p for p in args.input if os.path.isfile(p) and is_video(p)]
     images = collect_images([p for p in args.input if p not in videos])
@@ -197,4 +198,4 @@ def main(argv=None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

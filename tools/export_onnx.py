@@ -43,7 +43,8 @@ import time
 
 import torch
 
-from mlla_rtdetr.utils.config import build_model, load_config
+from mlla_rtdetr.engine import build_model, load_config
+from mlla_rtdetr.errors import run_main
 from mlla_rtdetr.utils.onnx_utils import (
     TENSORRT10_MAX_TOPK,
     TENSORRT10_OPS,
@@ -86,15 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if len(args.input_size) > 2:
-        raise SystemExit("--input-size takes H or H W")
+        parser.error("--input-size takes H or H W")
     h, w = args.input_size[0], args.input_size[-1]
     # exact float32 on CUDA: the check compares with onnxruntime's float32 on the CPU
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    torch.manual_seed(0)
     log(f"building {args.config_file}")
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg, checkpoint=args.checkpoint, device=args.device).eval()
@@ -158,4 +157,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from mlla_rtdetr.errors import run_main
+
 DEFAULT_CONFIG = "projects/mlla_rtdetr/configs/mlla_rtdetr_demo_synthetic.py"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,20 +67,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- steps
-def prepare_datasets(cfg) -> float:
-    """Generate / locate the train and test datasets before training (timed separately)."""
-    from mlla_rtdetr.data import ensure_dataset_files
-
-    t0 = time.perf_counter()
-    names = []
-    for split in ("train", "test"):
-        n = cfg.dataloader[split].dataset.names
-        names += [n] if isinstance(n, str) else list(n)
-    for name in dict.fromkeys(names):
-        ensure_dataset_files(name)
-    return time.perf_counter() - t0
-
-
 def headline_task(cfg, results: Dict[str, Dict[str, float]]) -> str:
     """The weights the summary reports: EMA when enabled (those are the evaluated ones)."""
     if cfg.train.model_ema.enabled and "bbox_ema" in results:
@@ -97,7 +85,7 @@ def draw_validation_images(cfg, checkpoint: str, out_dir: str, num: int, score_t
     from detectron2.data import MetadataCatalog
 
     from mlla_rtdetr.data import read_image_rgb
-    from mlla_rtdetr.utils.config import build_model
+    from mlla_rtdetr.engine import build_model
     from mlla_rtdetr.utils.plots import draw_gt_and_predictions, save_png
 
     if num == 0:
@@ -161,18 +149,14 @@ def median_iter_time(records) -> Optional[float]:
 # ----------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    from mlla_rtdetr.engine import ConfigError, OverrideError, do_train, load_config, setup_process
+    from mlla_rtdetr.engine import TRAINING_SECTIONS, do_train, load_config, prepare_data, setup_process
     from mlla_rtdetr.utils.plots import plot_training_curves, read_metrics_json
 
     output_dir = os.path.abspath(args.output_dir)
     overrides = list(args.opts) + [f"train.output_dir={output_dir}"]
     if args.max_iter is not None:
         overrides.append(f"train.max_iter={args.max_iter}")
-    try:
-        cfg = load_config(args.config_file, overrides)
-    except (OverrideError, ConfigError, FileNotFoundError) as e:
-        print(f"run_demo.py: error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config_file, overrides, require=TRAINING_SECTIONS)
     removed = clear_previous_outputs(output_dir)
 
     setup_process(cfg, args)
@@ -182,15 +166,12 @@ def run(args: argparse.Namespace) -> int:
         log(f"removed {len(removed)} outputs of a previous run in {output_dir}")
 
     log(f"config {args.config_file}; output {output_dir}; torch threads {torch.get_num_threads()}")
-    dataset_s = prepare_datasets(cfg)
+    t_data = time.perf_counter()
+    prepare_data(cfg)  # generates the embedded dataset the first time; training takes it over
+    dataset_s = time.perf_counter() - t_data
     log(f"datasets ready in {dataset_s:.1f}s")
-
     t_train = time.perf_counter()
-    try:
-        results = do_train(cfg, resume=False)
-    except ConfigError as e:
-        print(f"run_demo.py: error: {e}", file=sys.stderr)
-        return 2
+    results = do_train(cfg, resume=False)
     train_s = time.perf_counter() - t_train
     task = headline_task(cfg, results)
     final = results[task]
@@ -270,4 +251,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

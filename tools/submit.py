@@ -22,6 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlla_rtdetr.config import config_path
+from mlla_rtdetr.errors import ConfigError, run_main
 from mlla_rtdetr.launch.slurm import add_cluster_arguments, make_executor, options_from_args, sbatch_script
 
 
@@ -48,31 +50,25 @@ def output_dir_of(config_file: str, overrides) -> Path:
     for o in overrides:
         if o.startswith("train.output_dir="):
             return Path(o.split("=", 1)[1].strip("'\""))
-    from detectron2.config import LazyConfig
+    from omegaconf import OmegaConf
 
-    cfg = LazyConfig.load(config_file)
-    try:
-        return Path(cfg.train.output_dir)
-    except Exception as e:
-        raise ValueError(
-            f"{config_file} has no train.output_dir: pass train.output_dir=... as an override."
-        ) from e
+    from mlla_rtdetr.engine import load_config
+
+    output_dir = OmegaConf.select(load_config(config_file), "train.output_dir", default=None)
+    if not output_dir:
+        raise ConfigError(f"{config_file} has no train.output_dir: pass train.output_dir=... as an override.")
+    return Path(output_dir)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if not Path(args.config_file).is_file():
-            raise FileNotFoundError(f"Config '{args.config_file}' does not exist.")
-        out = output_dir_of(args.config_file, args.overrides)
-        cluster = options_from_args(args, default_folder=out / "submitit")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"submit: error: {e}", file=sys.stderr)
-        return 2
+    config_file = str(config_path(args.config_file))
+    out = output_dir_of(config_file, args.overrides)
+    cluster = options_from_args(args, default_folder=out / "submitit")
 
     from mlla_rtdetr.launch.job import TrainJob
 
-    train_argv = ["--config-file", args.config_file]
+    train_argv = ["--config-file", config_file]
     if args.eval_only:
         train_argv.append("--eval-only")
     if args.resume:
@@ -92,12 +88,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         print(sbatch_script(cluster))
         return 0
-    try:
-        executor = make_executor(cluster)
-    except RuntimeError as e:
-        print(f"submit: error: {e}", file=sys.stderr)
-        return 2
-
+    executor = make_executor(cluster)
     job = executor.submit(TrainJob(train_argv, run_dir=str(out), record={"config_file": args.config_file,
                                                                           "overrides": list(args.overrides)}))
     print(f"Submitted job {job.job_id}; logs: {job.paths.stdout}")
@@ -113,4 +104,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -17,6 +17,10 @@ Examples::
     # an explicit list instead of a grid (one run per line in runs.txt)
     tools/sweep.py --config-file A.py --runs-file runs.txt --output-dir output/sweeps/ablation
 
+    # a list of labelled runs ("placement=fusion | model.encoder.fpn_fusion=mlla ...") x 3 seeds
+    tools/sweep.py --config-file projects/mlla_rtdetr/configs/placement_study_synthetic.py \
+        --runs-file projects/mlla_rtdetr/sweeps/placements.txt --set train.seed=0,1,2
+
 Each run writes to ``<output-dir>/<name>`` where the name lists its swept values
 (``attention=mlla,seed=1``). Runs whose ``sweep_run.json`` says ``finished`` are skipped; others
 start with ``--resume`` and so continue from their last checkpoint. ``--dry-run`` prints the plan.
@@ -29,9 +33,17 @@ import logging
 import sys
 from pathlib import Path
 
+from mlla_rtdetr.errors import ConfigError, run_main
 from mlla_rtdetr.launch.slurm import add_cluster_arguments, make_executor, options_from_args
 from mlla_rtdetr.sweep.backends import run_local, submit_slurm, train_argv, train_command
-from mlla_rtdetr.sweep.plan import expand_grid, expand_list, format_plan, load_run_list, parse_axis
+from mlla_rtdetr.sweep.plan import (
+    expand_grid,
+    expand_list,
+    format_plan,
+    load_run_list,
+    parse_axis,
+    parse_run_line,
+)
 from mlla_rtdetr.sweep.records import SWEEP_MANIFEST, is_finished, write_json_atomic
 
 
@@ -44,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="axes", action="append", default=[], metavar="KEY=V1,V2",
                         help="a swept key and its values (repeatable; grid = product of all)")
     parser.add_argument("--run", dest="runs", action="append", default=[], metavar="'K=V K2=V2'",
-                        help="one explicit run (repeatable); use instead of --set for a list")
+                        help="one explicit run (repeatable), 'k=v ...' or 'label=x | k=v ...'; "
+                             "with --set: each run x each grid point")
     parser.add_argument("--runs-file", default=None,
-                        help="file with one run per line ('key=value key2=value2'), '#' comments")
+                        help="file with one run per line ('key=value key2=value2' or "
+                             "'label=x | key=value ...'), '#' comments")
     parser.add_argument("--output-dir", default=None,
                         help="sweep root (default: output/sweeps/<first config name>)")
     parser.add_argument("--backend", choices=("local", "slurm"), default="local",
@@ -68,29 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan_runs(args):
     root = Path(args.output_dir or Path("output") / "sweeps" / Path(args.config_file[0]).stem)
-    run_list = [r.split() for r in args.runs]
+    run_list = [parse_run_line(r) for r in args.runs]
     if args.runs_file:
         run_list += load_run_list(args.runs_file)
-    if run_list and args.axes:
-        raise ValueError("Use either --set (a grid) or --run/--runs-file (a list), not both.")
-    if run_list:
-        return root, expand_list(args.config_file, run_list, root, fixed=args.overrides)
     axes = [parse_axis(a) for a in args.axes]
+    if run_list:
+        return root, expand_list(args.config_file, run_list, root, fixed=args.overrides, axes=axes)
     return root, expand_grid(args.config_file, axes, root, fixed=args.overrides)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        root, runs = plan_runs(args)
-        if args.backend == "slurm":
-            cluster = options_from_args(args, default_folder=root / "submitit")
-        elif args.jobs < 1:
-            raise ValueError("--jobs must be >= 1.")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"sweep: error: {e}", file=sys.stderr)
-        return 2
+    root, runs = plan_runs(args)
+    if args.backend == "slurm":
+        cluster = options_from_args(args, default_folder=root / "submitit")
+    elif args.jobs < 1:
+        raise ConfigError("--jobs must be >= 1.")
 
     for run in runs:
         run.extra["status"] = "finished: skip" if is_finished(run.output_dir) else "to run"
@@ -113,7 +121,7 @@ def main(argv=None) -> int:
     write_json_atomic(root / SWEEP_MANIFEST, {
         "config_files": list(args.config_file),
         "axes": list(args.axes),
-        "runs_list": [r.split() for r in args.runs],
+        "runs_list": list(args.runs),
         "fixed": list(args.overrides),
         "backend": args.backend,
         "command": [sys.executable] + sys.argv,
@@ -122,11 +130,7 @@ def main(argv=None) -> int:
     if not todo:
         return 0
     if args.backend == "slurm":
-        try:
-            executor = make_executor(cluster)
-        except RuntimeError as e:
-            print(f"sweep: error: {e}", file=sys.stderr)
-            return 2
+        executor = make_executor(cluster)
         submit_slurm(todo, [train_argv(r) for r in todo], executor, sweep_name=root.name)
         print(f"Submitted {len(todo)} job(s); submitit logs in {cluster.folder}.")
         return 0
@@ -148,4 +152,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

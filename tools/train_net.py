@@ -6,38 +6,27 @@
     python tools/train_net.py --config-file CFG --num-gpus 2            # 2 processes (gloo on CPU)
     python tools/train_net.py --config-file CFG --resume                # continue from last_checkpoint
     python tools/train_net.py --config-file CFG --eval-only train.init_checkpoint=output/tiny/model_final.pth
+    torchrun --nproc_per_node 8 tools/train_net.py --config-file CFG    # joins torchrun's group
 
-Trailing ``key=value`` arguments override config entries; an unknown key is an error naming the
-closest valid keys (use ``+key=value`` to add a new key on purpose). All logic lives in
-:mod:`mlla_rtdetr.engine`; this file only parses arguments and launches ``main(args)``.
-Other tools load it by path (``runpy.run_path`` / importlib), never as ``import tools``.
+``--config-file`` is a path or a recipe name (``rtdetr_tiny_synthetic.py``). Trailing ``key=value``
+arguments override config entries; an unknown key is an error naming the closest valid keys (use
+``+key=value`` to add a new key on purpose). Each process runs :func:`mlla_rtdetr.engine.main`;
+:func:`mlla_rtdetr.launch.launch_from_args` starts the processes. Other tools (Slurm jobs) load
+this file by path and use its ``default_argument_parser`` and ``main``; never ``import tools``.
 """
 import sys
 
-from mlla_rtdetr.engine import default_argument_parser, launch_from_args
-from mlla_rtdetr.engine import main as engine_main
-from mlla_rtdetr.errors import UserError
-
-
-def main(args):
-    """Run one process of training / evaluation; returns the evaluation results."""
-    return engine_main(args)
-
-
-def parse_args(argv=None):
-    return default_argument_parser().parse_args(argv)
+from mlla_rtdetr.engine import default_argument_parser, main
+from mlla_rtdetr.errors import run_main
+from mlla_rtdetr.launch import launch_from_args
 
 
 def cli(argv=None) -> int:
-    args = parse_args(argv)
+    args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    try:
-        launch_from_args(main, args)
-    except UserError as e:
-        print(f"train_net.py: error: {e}", file=sys.stderr)
-        return 2
+    launch_from_args(main, args)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run_main(cli))

@@ -8,13 +8,16 @@ Examples::
     python tools/visualize_data.py --config-file projects/mlla_rtdetr/configs/<recipe>.py \
         --num-images 4 --output-dir output/vis dataloader.train.stop_aug_epoch=0
 
-Trailing ``key=value`` arguments override the config (detectron2 LazyConfig syntax).
+``--config-file`` is a path or a name under configs/ or projects/mlla_rtdetr/configs/. Trailing
+``key=value`` arguments override the config (validated: an unknown key is an error).
 """
 import argparse
 import os
 import sys
 
 from PIL import Image, ImageDraw
+
+from mlla_rtdetr.errors import run_main
 
 
 def parse_args(argv=None):
@@ -54,11 +57,12 @@ def draw_sample(sample, class_names):
 
 def main(argv=None):
     args = parse_args(argv)
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
     from detectron2.data import MetadataCatalog
 
-    cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, [o for o in args.opts if o != "--"])
+    from mlla_rtdetr.engine import load_config
+
+    cfg = load_config(args.config_file, args.opts, require=("dataloader",))
     loader_cfg = cfg.dataloader.train if args.split == "train" else cfg.dataloader.test
     loader_cfg.num_workers = 0
     loader = instantiate(loader_cfg)
@@ -83,4 +87,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

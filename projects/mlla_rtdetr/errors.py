@@ -1,10 +1,14 @@
 """Errors a user can fix. Imports nothing from the project, so every layer can raise them.
 
-Entry points (``tools/*.py``) catch :class:`UserError`, print its message and exit with status 2,
-without a traceback; any other exception is a bug and keeps its traceback.
+Entry points (``tools/*.py``) run through :func:`run_main`: a :class:`UserError` prints its message
+and exits with status 2, without a traceback; any other exception is a bug and keeps its traceback.
 """
 
-__all__ = ["UserError", "ConfigError", "DataError", "CheckpointError"]
+import os
+import sys
+from typing import Any, Callable, Optional
+
+__all__ = ["UserError", "ConfigError", "DataError", "CheckpointError", "PathNotFoundError", "run_main"]
 
 
 class UserError(Exception):
@@ -23,3 +27,23 @@ class DataError(UserError, ValueError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint cannot be read or does not fit the model."""
+
+
+class PathNotFoundError(UserError, FileNotFoundError):
+    """A file or folder the user named (on the command line, in a config) does not exist."""
+
+
+def run_main(main: Callable[[], Any], prog: Optional[str] = None) -> int:
+    """Run an entry point's ``main()`` and return its exit status: ``main``'s int result, 0 for
+    any other result. A :class:`UserError` prints ``<prog>: error: <message>`` on stderr and gives
+    2, without a traceback; any other exception propagates with its traceback.
+
+    Usage at the bottom of a tool: ``sys.exit(run_main(main))``.
+    """
+    prog = prog or os.path.basename(sys.argv[0])
+    try:
+        status = main()
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return status if isinstance(status, int) else 0

@@ -11,7 +11,9 @@ no code, only overrides (``names`` is the name it is registered under)::
     dataloader.test.dataset.json_file=/data/my/val.json \
     dataloader.test.dataset.image_root=/data/my/val
 
-The evaluator follows the test dataset through interpolation.
+A Pascal VOC folder (``voc_root`` + ``split``) or an ultralytics ``data.yaml`` (``yolo_yaml`` +
+``split``) is named the same way (see ``voc_detection.py`` / ``yolo_detection.py``). The
+evaluator follows the test dataset through interpolation.
 """
 from omegaconf import OmegaConf
 
@@ -30,10 +32,14 @@ dataloader = OmegaConf.create()
 dataloader.train = L(build_train_loader)(
     dataset=L(get_dataset_dicts)(
         names="coco_2017_train",
-        json_file=None,  # set with image_root to register `names` as a COCO-format dataset
-        image_root=None,
+        json_file=None,  # where `names` lives (see mlla_rtdetr.data.get_dataset_dicts): COCO json ...
+        image_root=None,  # ... and its image folder,
+        voc_root=None,  # or a Pascal VOC folder,
+        yolo_yaml=None,  # or an ultralytics data.yaml;
+        split="train",  # the VOC split file / data.yaml entry to read
+        class_names=None,  # None: the dataset's (filled in when the run starts, saved in config.yaml)
         filter_empty=False,  # images without boxes are kept as negatives (as official RT-DETR)
-        check_images=False,  # True: fail at load time listing records whose image is missing
+        check_images=True,  # stat every image file before training; stop listing the missing ones
     ),
     mapper=L(RTDETRDatasetMapper)(
         is_train=True,
@@ -53,6 +59,7 @@ dataloader.train = L(build_train_loader)(
     # from this epoch on: no photometric / zoom-out / IoU-crop and no multi-scale (official 71 of 72)
     stop_aug_epoch=71,
     seed=None,  # None: tools/train_net.py uses train.seed (so seed sweeps vary data order too)
+    max_bad_image_share=0.01,  # undecodable images are skipped; the run stops past this share
 )
 
 dataloader.test = L(build_test_loader)(
@@ -60,8 +67,12 @@ dataloader.test = L(build_test_loader)(
         names="coco_2017_val",
         json_file=None,
         image_root=None,
+        voc_root="${...train.dataset.voc_root}",  # the test split of the same VOC folder ...
+        yolo_yaml="${...train.dataset.yolo_yaml}",  # ... or data.yaml, unless set
+        split="val",
+        class_names=None,
         filter_empty=False,
-        check_images=False,
+        check_images=True,
     ),
     mapper=L(RTDETRDatasetMapper)(is_train=False, image_size=(640, 640)),
     batch_size=8,  # per process

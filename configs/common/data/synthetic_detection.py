@@ -24,8 +24,12 @@ dataloader.train = L(build_train_loader)(
         names="synthetic_shapes_train",
         json_file=None,
         image_root=None,
+        voc_root=None,
+        yolo_yaml=None,
+        split="train",
+        class_names=None,
         filter_empty=False,
-        check_images=False,
+        check_images=True,
     ),
     mapper=L(RTDETRDatasetMapper)(
         is_train=True,
@@ -43,6 +47,7 @@ dataloader.train = L(build_train_loader)(
     multiscale_sizes=L(multiscale_sizes)(base=256, min_size=192, max_size=320, step=32, base_repeat=3),
     stop_aug_epoch=1000,  # recipes set it to their last epochs (e.g. epochs - 1)
     seed=None,  # None: tools/train_net.py uses train.seed (so seed sweeps vary data order too)
+    max_bad_image_share=0.01,  # undecodable images are skipped; the run stops past this share
 )
 
 dataloader.test = L(build_test_loader)(
@@ -50,8 +55,12 @@ dataloader.test = L(build_test_loader)(
         names="synthetic_shapes_val",
         json_file=None,
         image_root=None,
+        voc_root="${...train.dataset.voc_root}",  # the test split of the same VOC folder ...
+        yolo_yaml="${...train.dataset.yolo_yaml}",  # ... or data.yaml, unless set
+        split="val",
+        class_names=None,
         filter_empty=False,
-        check_images=False,
+        check_images=True,
     ),
     mapper=L(RTDETRDatasetMapper)(is_train=False, image_size=(256, 256)),
     batch_size=16,

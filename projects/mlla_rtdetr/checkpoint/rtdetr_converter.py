@@ -12,8 +12,26 @@ official v1                                 ours (= official v2)
 ``decoder.enc_output.1.*`` (LayerNorm)      ``decoder.enc_output.norm.*``
 ==========================================  =========================================
 
+HGNetv2 backbones (RT-DETR-L / X, RT-DETRv2-L / X / H) are timm's ``hgnetv2_b4/b5/b6`` here (see
+``modeling/backbone/hgnetv2.py``); their official keys are respelled (any version):
+
+==============================================================  ==============================================
+official HGNetv2                                                ours (timm feature extractor in ``body``)
+==============================================================  ==============================================
+``backbone.stem.stem2a.conv.1.*`` (after a ZeroPad2d)           ``backbone.body.stem.stem2a.conv.*``
+``backbone.stem.*``                                             ``backbone.body.stem.*``
+``backbone.stages.{i}.*``                                       ``backbone.body.stages_{i}.*``
+``...blocks.{j}.aggregation_squeeze_conv.*``                    ``...blocks.{j}.aggregation.0.*``
+``...blocks.{j}.aggregation_excitation_conv.*``                 ``...blocks.{j}.aggregation.1.*``
+==============================================================  ==============================================
+
 Derived buffers of v2 (``decoder.anchors``, ``decoder.valid_mask``, ``*.num_points_scale``) are a
 pure function of the architecture: they are never loaded; the model keeps the values it computed.
+
+ImageNet backbone weights of the official recipes (``ResNet*_vd_*pretrained_from_paddle.pth``,
+``PPHGNetV2_{L,X,H}_ssld_pretrained_from_paddle.pth``: the backbone's own keys, no prefix) are
+recognized by :func:`detect_official_backbone` and loaded into a detector's backbone by
+:func:`load_official_backbone`; ``train.init_checkpoint`` does both automatically.
 
 Every source tensor must be used exactly once; when a target model (or state dict) is given,
 every target key must be filled and shapes must agree, otherwise a
@@ -24,6 +42,7 @@ Python API::
     from mlla_rtdetr.checkpoint.rtdetr_converter import convert_official_rtdetr, load_official_rtdetr
     state, report = convert_official_rtdetr(torch.load(path, weights_only=True), version="auto")
     report = load_official_rtdetr(model, path)          # converts, checks and loads (strict)
+    report = load_official_backbone(model, "PPHGNetV2_L_ssld_pretrained_from_paddle.pth")
 
 CLI: ``tools/convert_rtdetr_checkpoint.py --input X.pth --output Y.pth``.
 """
@@ -49,9 +68,14 @@ __all__ = [
     "detect_rtdetr_version",
     "convert_official_rtdetr",
     "convert_official_resnet_vd",
+    "convert_official_backbone",
+    "detect_official_backbone",
+    "hgnetv2_key_from_official",
+    "hgnetv2_key_to_official",
     "is_official_rtdetr_checkpoint",
     "load_official_rtdetr",
     "load_official_resnet_vd",
+    "load_official_backbone",
     "read_checkpoint",
 ]
 
@@ -73,6 +97,42 @@ _V2_MARKERS = (
     re.compile(r"\.num_points_scale$"),
 )
 _TOP_LEVEL = ("backbone.", "encoder.", "decoder.")
+
+# Official HGNetv2 key (relative to the backbone) <-> ours (timm feature extractor under ``body``).
+_HGNETV2_FROM_OFFICIAL = (
+    (re.compile(r"^stem\.(stem2[ab])\.conv\.1\."), r"body.stem.\1.conv."),
+    (re.compile(r"^stem\."), "body.stem."),
+    (re.compile(r"^stages\.(\d+)\."), r"body.stages_\1."),
+    (re.compile(r"\.aggregation_squeeze_conv\."), ".aggregation.0."),
+    (re.compile(r"\.aggregation_excitation_conv\."), ".aggregation.1."),
+)
+_HGNETV2_TO_OFFICIAL = (
+    (re.compile(r"^body\.stem\.(stem2[ab])\.conv\."), r"stem.\1.conv.1."),
+    (re.compile(r"^body\.stem\."), "stem."),
+    (re.compile(r"^body\.stages_(\d+)\."), r"stages.\1."),
+    (re.compile(r"\.aggregation\.0\."), ".aggregation_squeeze_conv."),
+    (re.compile(r"\.aggregation\.1\."), ".aggregation_excitation_conv."),
+)
+# First keys of the official ImageNet backbone files.
+_BACKBONE_MARKERS = {"resnet_vd": "conv1.conv1_1.", "hgnetv2": "stem.stem1."}
+_BACKBONE_ROOTS = {"resnet_vd": ("conv1.", "res_layers."), "hgnetv2": ("stem.", "stages.")}
+
+
+def _apply(rules, key: str) -> str:
+    for pattern, repl in rules:
+        key = pattern.sub(repl, key)
+    return key
+
+
+def hgnetv2_key_from_official(key: str) -> str:
+    """Official HGNetv2 key (``stages.1.blocks.0.aggregation_squeeze_conv.conv.weight``, relative
+    to the backbone) -> ours (``body.stages_1.blocks.0.aggregation.0.conv.weight``)."""
+    return _apply(_HGNETV2_FROM_OFFICIAL, key)
+
+
+def hgnetv2_key_to_official(key: str) -> str:
+    """Inverse of :func:`hgnetv2_key_from_official`."""
+    return _apply(_HGNETV2_TO_OFFICIAL, key)
 
 
 class CheckpointConversionError(CheckpointError):
@@ -273,6 +333,9 @@ def convert_official_rtdetr(
     stray = [(k, tuple(v.shape)) for k, v in state.items() if not k.startswith(_TOP_LEVEL)]
     report.unexpected.extend(stray)
 
+    hgnetv2 = any(k.startswith("backbone." + _BACKBONE_MARKERS["hgnetv2"]) for k in state)
+    if hgnetv2:
+        report.notes.append("HGNetv2 backbone: official keys respelled as timm's hgnetv2")
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     sources: Dict[str, List[str]] = {}
     for k, v in state.items():
@@ -282,6 +345,8 @@ def convert_official_rtdetr(
             report.dropped_derived.append(k)
             continue
         new = _rename_v1(k) if detected == "v1" else k
+        if hgnetv2 and new.startswith("backbone."):
+            new = "backbone." + hgnetv2_key_from_official(new[len("backbone."):])
         if new != k:
             report.renamed.append((k, new))
         sources.setdefault(new, []).append(k)
@@ -295,34 +360,78 @@ def convert_official_rtdetr(
     return out, report
 
 
+def detect_official_backbone(state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """"resnet_vd" or "hgnetv2" for the official ImageNet backbone weights (the backbone's own
+    keys, optionally under ``backbone.``), None for anything else (detectors included)."""
+    keys = [k[len("backbone."):] if k.startswith("backbone.") else k for k in state]
+    if not keys or any(k.startswith(("encoder.", "decoder.")) for k in state):
+        return None
+    for kind, marker in _BACKBONE_MARKERS.items():
+        roots = _BACKBONE_ROOTS[kind]
+        if any(k.startswith(marker) for k in keys) and all(k.startswith(roots) for k in keys):
+            return kind
+    return None
+
+
+def convert_official_backbone(
+    state_dict_or_checkpoint: Mapping,
+    kind: str = "auto",
+    prefix: str = "",
+    target: Union[None, nn.Module, Mapping[str, torch.Tensor]] = None,
+) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
+    """Map official ImageNet backbone weights onto our backbone's keys.
+
+    Args:
+        kind: "resnet_vd" (``ResNet*_vd_*pretrained_from_paddle.pth``: ``conv1.conv1_1...``,
+            ``res_layers.{i}...``; same keys as :class:`PResNet`), "hgnetv2"
+            (``PPHGNetV2_{L,X,H}_ssld_pretrained_from_paddle.pth``: ``stem.*``, ``stages.{i}...``;
+            respelled for :class:`HGNetv2`) or "auto" (detected from the keys).
+        prefix: prepended to every key (``"backbone."`` addresses a whole detector).
+        target: the backbone (or its state dict, keys without prefix); enables the strict checks.
+            ``num_batches_tracked`` counters are dropped for FrozenBatchNorm2d targets.
+    """
+    state, where = extract_state_dict(state_dict_or_checkpoint)
+    if state and all(k.startswith("backbone.") for k in state):
+        state = OrderedDict((k[len("backbone."):], v) for k, v in state.items())
+    detected = detect_official_backbone(state)
+    if kind == "auto":
+        if detected is None:
+            raise CheckpointConversionError(
+                "Not an official ImageNet backbone checkpoint: expected ResNet-vd keys (conv1.conv1_1..., "
+                f"res_layers...) or HGNetv2 keys (stem.stem1..., stages...); found e.g. {list(state)[:3]}."
+            )
+        kind = detected
+    if kind not in _BACKBONE_MARKERS:
+        raise ValueError(f"kind must be 'auto', 'resnet_vd' or 'hgnetv2', got '{kind}'.")
+    report = ConversionReport(source=where, version=kind, num_tensors=len(state))
+    roots = _BACKBONE_ROOTS[kind]
+    report.unexpected.extend((k, tuple(v.shape)) for k, v in state.items() if not k.startswith(roots))
+    if detected != kind:
+        report.notes.append(f"the keys do not look like {kind} ImageNet weights")
+    out = OrderedDict()
+    for k, v in state.items():
+        if not k.startswith(roots):
+            continue
+        new = hgnetv2_key_from_official(k) if kind == "hgnetv2" else k
+        if new != k:
+            report.renamed.append((k, new))
+        out[new] = v
+    tgt = _target_state(target)
+    if tgt is not None:
+        out = _check_against_target(out, tgt, report, derived_ok=False)
+    _raise_if_bad(report, f"Official {kind} ImageNet checkpoint")
+    if not out:
+        raise CheckpointConversionError(f"The {kind} checkpoint has no {' / '.join(r + '*' for r in roots)} tensors.")
+    return OrderedDict((prefix + k, v) for k, v in out.items()), report
+
+
 def convert_official_resnet_vd(
     state_dict_or_checkpoint: Mapping,
     prefix: str = "",
     target: Union[None, nn.Module, Mapping[str, torch.Tensor]] = None,
 ) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
-    """Map the official ImageNet ResNet-vd weights (``ResNet*_vd_*pretrained_from_paddle.pth``;
-    keys ``conv1.conv1_1.conv.weight``, ``res_layers.{i}.blocks.{j}...``) onto :class:`PResNet`.
-
-    ``prefix`` is prepended to every key (use ``"backbone."`` to address a full detector).
-    ``target`` (a PResNet or its state dict, keys without prefix) enables the strict checks;
-    ``num_batches_tracked`` counters are dropped for FrozenBatchNorm2d targets.
-    """
-    state, where = extract_state_dict(state_dict_or_checkpoint)
-    if state and all(k.startswith("backbone.") for k in state):
-        state = OrderedDict((k[len("backbone."):], v) for k, v in state.items())
-    report = ConversionReport(source=where, version="resnet_vd", num_tensors=len(state))
-    known = ("conv1.", "res_layers.")
-    report.unexpected.extend((k, tuple(v.shape)) for k, v in state.items() if not k.startswith(known))
-    if not any(k.startswith("res_layers.") for k in state):
-        report.notes.append("no res_layers.* keys: this does not look like a ResNet-vd checkpoint")
-    out = OrderedDict((k, v) for k, v in state.items() if k.startswith(known))
-    tgt = _target_state(target)
-    if tgt is not None:
-        out = _check_against_target(out, tgt, report, derived_ok=False)
-    _raise_if_bad(report, "Official ResNet-vd checkpoint")
-    if not out:
-        raise CheckpointConversionError("The ResNet-vd checkpoint has no conv1.* / res_layers.* tensors.")
-    return OrderedDict((prefix + k, v) for k, v in out.items()), report
+    """:func:`convert_official_backbone` for ResNet-vd ImageNet weights onto :class:`PResNet`."""
+    return convert_official_backbone(state_dict_or_checkpoint, "resnet_vd", prefix=prefix, target=target)
 
 
 def export_official_rtdetr(state: Mapping[str, torch.Tensor], version: str = "v2") -> "OrderedDict[str, torch.Tensor]":
@@ -337,10 +446,13 @@ def export_official_rtdetr(state: Mapping[str, torch.Tensor], version: str = "v2
         (re.compile(r"^decoder\.enc_output\.proj\."), "decoder.enc_output.0."),
         (re.compile(r"^decoder\.enc_output\.norm\."), "decoder.enc_output.1."),
     )
+    hgnetv2 = any(k.startswith("backbone.body.stem.stem1.") for k in state)
     out = OrderedDict()
     for k, v in state.items():
         if _is_derived(k):
             continue
+        if hgnetv2 and k.startswith("backbone."):
+            k = "backbone." + hgnetv2_key_to_official(k[len("backbone."):])
         if version == "v1":
             for pattern, repl in inverse:
                 k, n = pattern.subn(repl, k)
@@ -400,13 +512,30 @@ def load_official_rtdetr(
     return report
 
 
-def load_official_resnet_vd(model: nn.Module, path_or_checkpoint, weights_only: bool = True) -> ConversionReport:
-    """Load official ImageNet ResNet-vd weights into a :class:`PResNet` (strict, checked)."""
+def _backbone_module(model: nn.Module) -> nn.Module:
+    """The module backbone weights go to: a detector's ``backbone``, or the model itself."""
+    backbone = getattr(model, "backbone", None)
+    return backbone if isinstance(backbone, nn.Module) else model
+
+
+def load_official_backbone(model: nn.Module, path_or_checkpoint, kind: str = "auto",
+                           weights_only: bool = True) -> ConversionReport:
+    """Load official ImageNet backbone weights (ResNet-vd or HGNetv2, see
+    :func:`convert_official_backbone`) into ``model``: a backbone, or a detector whose
+    ``backbone`` receives them (strict and checked; the encoder and decoder keep their values)."""
     ckpt = (
         read_checkpoint(path_or_checkpoint, weights_only=weights_only)
         if isinstance(path_or_checkpoint, (str, Path))
         else path_or_checkpoint
     )
-    state, report = convert_official_resnet_vd(ckpt, target=model)
-    model.load_state_dict(state, strict=True)
+    target = _backbone_module(model)
+    state, report = convert_official_backbone(ckpt, kind, target=target)
+    target.load_state_dict(state, strict=True)
+    if target is not model:
+        report.notes.append("loaded into the detector's backbone; encoder and decoder keep their values")
     return report
+
+
+def load_official_resnet_vd(model: nn.Module, path_or_checkpoint, weights_only: bool = True) -> ConversionReport:
+    """Load official ImageNet ResNet-vd weights into a :class:`PResNet` (or a detector's backbone)."""
+    return load_official_backbone(model, path_or_checkpoint, "resnet_vd", weights_only=weights_only)

@@ -1,25 +1,14 @@
-"""MLLA-RT-DETR-B on COCO: MLLA-B backbone + standard hybrid encoder (AIFI on S5) + v2 decoder.
+"""MLLA-RT-DETR-B on COCO: the MLLA-T recipe (``mlla_rtdetr_t_6x_coco.py``: RT-DETRv2-R50 6x
+training, backbone lr x0.1) with the MLLA-B model (``models/mlla_rtdetr_b.py``).
 
-Training follows RT-DETRv2-R50 6x (``rtdetrv2_r50vd_6x_coco.py``: 72 epochs, batch 16, AdamW
-lr 1e-4 / wd 1e-4, 2000-iter warm-up then constant, EMA 0.9999, grad clip 0.1, AMP, augmentation
-and multi-scale stop at epoch 71) with RT-DETR's default parameter groups: backbone lr x0.1,
-no weight decay on norms and biases. Backbone drop path as in the official MLLA detection configs.
-
-Pretrained backbone: pass the official ImageNet checkpoint directly (it is detected and converted,
-RoPE tables and the classification head are ignored) or convert it once::
+Pretrained backbone: pass the official ImageNet checkpoint directly (it is detected and converted)
+or convert it once::
 
     python tools/convert_mlla_checkpoint.py --input MLLA_B.pth --output weights/mlla_b_in1k_backbone.pth
     python tools/train_net.py --config-file projects/mlla_rtdetr/configs/mlla_rtdetr_b_6x_coco.py \\
         train.init_checkpoint=weights/mlla_b_in1k_backbone.pth
 """
-from mlla_rtdetr.config import get_config
-
-from .models.mlla_rtdetr_b import model
-from .rtdetrv2_r50vd_6x_coco import dataloader, lr_multiplier, train  # noqa: F401
-
-optimizer = get_config("common/optim.py").AdamW
-optimizer.lr = 1e-4
-optimizer.weight_decay = 1e-4
-optimizer.params.backbone_lr_multiplier = 0.1
+from .mlla_rtdetr_t_6x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401
+from .models.mlla_rtdetr_b import model  # noqa: F401
 
 train.output_dir = "./output/mlla_rtdetr_b_6x_coco"

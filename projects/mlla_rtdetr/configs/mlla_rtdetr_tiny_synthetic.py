@@ -21,7 +21,6 @@ model.backbone = L(MLLABackbone)(
     drop_path_rate=0.0,
     out_features=("res3", "res4", "res5"),
 )
-model.encoder.in_channels = [32, 64, 128]
 use_mlla_encoder(model, S5)
 
 train.output_dir = "./output/mlla_rtdetr_tiny_synthetic"

@@ -1,37 +1,16 @@
 """RT-DETR-R101 (official v1, ``rtdetr_pytorch/configs/rtdetr/rtdetr_r101vd_6x_coco.yml``) on COCO.
 
-72 epochs (6x), total batch 16, AdamW lr 1e-4 / wd 1e-4 with the official parameter groups
-(backbone lr 1e-6 and nothing else: the R101 YAML replaces the whole group list), EMA 0.9999
-(2000-iter warm-up), grad clip 0.1, constant lr with no warm-up (v1 has no lr warm-up scheduler),
-multi-scale 480-800 and full augmentation for every epoch (v1 has no stop-augmentation policy).
+The v1 R50 recipe (``rtdetr_r50vd_6x_coco.py``) with the R101 model and the R101 YAML's parameter
+groups, which replace the whole list: backbone lr 1e-6, no group without weight decay.
 """
-from mlla_rtdetr.config import get_config
-
 from .models.rtdetr_r101vd import model, rtdetr_v1
+from .rtdetr_r50vd_6x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401
 
 rtdetr_v1(model)
 
-dataloader = get_config("common/data/coco_detection.py").dataloader
-dataloader.train.total_batch_size = 16
-dataloader.train.stop_aug_epoch = None  # augment and multi-scale until the end
-
-optimizer = get_config("common/optim.py").AdamW_rtdetr_v1
-optimizer.lr = 1e-4
-optimizer.weight_decay = 1e-4
-# Official v1 names the encoder input-projection BN and the decoder enc_output LayerNorm
-# ``.1``, so its "norm" patterns miss them and they keep weight decay (first rule).
 optimizer.params.rules = [
+    # the two norms official v1 names ".1" keep weight decay (see rtdetr_r50vd_6x_coco.py)
     dict(pattern=r"^(?:encoder\.input_proj\.\d+\.norm|decoder\.enc_output\.norm)\.weight$"),
     dict(pattern=r"backbone", lr_mult=0.01),
 ]
-
-lr_multiplier = get_config("common/schedule.py").rtdetr
-lr_multiplier.warmup = 0
-
-train = get_config("common/train.py").train
 train.output_dir = "./output/rtdetr_r101vd_6x_coco"
-train.epochs = 72
-train.clip_grad.max_norm = 0.1
-train.model_ema.decay = 0.9999
-train.model_ema.warmups = 2000
-train.amp.enabled = False

@@ -14,7 +14,6 @@ from .models.rtdetr_r18vd import model
 model.num_classes = 5  # synthetic_shapes has 5 classes
 model.num_top_queries = 40
 model.backbone.base_width = 16
-model.encoder.in_channels = [32, 64, 128]
 model.encoder.hidden_dim = 64
 model.encoder.nhead = 4
 model.encoder.dim_feedforward = 128

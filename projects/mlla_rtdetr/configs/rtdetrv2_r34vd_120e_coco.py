@@ -1,35 +1,19 @@
 """RT-DETRv2-R34 (official ``rtdetrv2_pytorch/configs/rtdetrv2/rtdetrv2_r34vd_120e_coco.yml``) on COCO.
 
-120 epochs, total batch 16, AdamW lr 1e-4 / wd 1e-4 with the official parameter groups (backbone lr
-5e-5 with no decay on its norms, no decay on encoder/decoder norms and biases), linear lr warm-up
-over 2000 iterations then constant, EMA 0.9999 (2000-iter warm-up), grad clip 0.1, AMP; photometric
-/ zoom-out / IoU-crop augmentation and multi-scale 480-800 stop at epoch 117.
+The RT-DETRv2-R50 recipe (``rtdetrv2_r50vd_6x_coco.py``: total batch 16, AdamW lr 1e-4 / wd 1e-4,
+linear lr warm-up over 2000 iterations then constant, EMA 0.9999 with a 2000-iteration warm-up,
+grad clip 0.1, AMP, multi-scale 480-800) with the R34 model, 120 epochs, augmentation and
+multi-scale stopping at epoch 117, and the R34 YAML's parameter groups: backbone lr 5e-5 with no
+decay on its norms, no decay on encoder/decoder norms and biases.
 """
-from mlla_rtdetr.config import get_config
+from .models.rtdetr_r34vd import model  # noqa: F401
+from .rtdetrv2_r50vd_6x_coco import dataloader, lr_multiplier, optimizer, train  # noqa: F401
 
-from .models.rtdetr_r34vd import model
-
-dataloader = get_config("common/data/coco_detection.py").dataloader
-dataloader.train.total_batch_size = 16
 dataloader.train.stop_aug_epoch = 117
-
-optimizer = get_config("common/optim.py").AdamW_rtdetr_v2
-optimizer.lr = 1e-4
-optimizer.weight_decay = 1e-4
 optimizer.params.rules = [
     dict(pattern=r"^(?=.*backbone)(?!.*norm|bn).*$", lr_mult=0.5),
     dict(pattern=r"^(?=.*backbone)(?=.*norm|bn).*$", lr_mult=0.5, weight_decay=0.0),
     dict(pattern=r"^(?=.*(?:encoder|decoder))(?=.*(?:norm|bn|bias)).*$", weight_decay=0.0),
 ]
-
-lr_multiplier = get_config("common/schedule.py").rtdetr
-lr_multiplier.warmup = 2000
-lr_multiplier.warmup_unit = "iter"
-
-train = get_config("common/train.py").train
-train.output_dir = "./output/rtdetrv2_r34vd_120e_coco"
 train.epochs = 120
-train.clip_grad.max_norm = 0.1
-train.model_ema.decay = 0.9999
-train.model_ema.warmups = 2000
-train.amp.enabled = True
+train.output_dir = "./output/rtdetrv2_r34vd_120e_coco"

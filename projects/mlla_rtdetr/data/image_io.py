@@ -2,11 +2,19 @@
 EXIF-rotated)."""
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["read_image_pil", "read_image_rgb", "pil_to_rgb_uint8"]
+__all__ = ["read_image_pil", "read_image_rgb", "read_image_size", "pil_to_rgb_uint8", "IMAGE_EXTENSIONS"]
+
+# Extensions (lower case) of the image files a folder listing picks up (what PIL decodes).
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp")
+
+# EXIF orientations that swap width and height (transpose, rotate 90/270, transverse).
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 
 # PIL modes holding one channel of integers wider than 8 bits (16-bit PNG/TIFF grayscale).
 _WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -52,6 +60,23 @@ def read_image_pil(file_name: str) -> Image.Image:
         raise FileNotFoundError(f"Image file not found: {file_name}") from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for truncated/corrupt data
         raise OSError(f"Cannot decode image {file_name}: {e}") from e
+
+
+def read_image_size(file_name: str) -> Tuple[int, int]:
+    """(height, width) of an image as :func:`read_image_pil` returns it (EXIF orientation applied),
+    from the file header only (no pixel decoding).
+
+    Raises FileNotFoundError / OSError naming the file when it is missing or not an image.
+    """
+    try:
+        with Image.open(file_name) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image file not found: {file_name}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise OSError(f"Cannot decode image {file_name}: {e}") from e
+    return (w, h) if orientation in _SWAPPING_ORIENTATIONS else (h, w)
 
 
 def read_image_rgb(file_name: str) -> torch.Tensor:

@@ -7,10 +7,18 @@ Everything random is a pure function of the seed:
   rank ``r`` takes the ``r``-th contiguous slice of it;
 * the augmentation of dataset index ``i`` in epoch ``e`` runs under ``torch.manual_seed(f(seed, e, i))``
   (inside ``torch.random.fork_rng``), so it does not depend on worker count or process;
-* the multi-scale size of iteration ``it`` is drawn from ``(seed, it)`` (same on all ranks).
+* the multi-scale size of iteration ``it`` is drawn from ``(seed, it)`` (same on all ranks);
+* an image that cannot be read (missing since the start, truncated, empty, not an image, or of
+  another size than its record says) is replaced by the image ``r(seed, e, i, attempt)`` with
+  the augmentation seed of the same key, so the replacement is the same on every run, resume
+  and worker count. The loader reports the image (path and reason) to the trainer, which logs
+  it once, counts it in the metrics and stops the run past ``max_bad_image_share``.
 
 Hence iteration ``it`` of a run is reproduced exactly by a loader started at ``it``
 (``set_start_iter``), without touching the samples before it.
+
+The test loader skips images that cannot be read (each is logged once with its path); the COCO
+evaluator then evaluates the images that were read and says how many.
 """
 from __future__ import annotations
 
@@ -26,12 +34,31 @@ from detectron2.data.common import DatasetFromList
 from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 
-__all__ = ["TrainLoader", "build_train_loader", "build_test_loader", "sample_seed"]
+from ..errors import ConfigError, DataError
+from .checks import listing
+
+__all__ = [
+    "TrainLoader",
+    "TestLoader",
+    "build_train_loader",
+    "build_test_loader",
+    "sample_seed",
+    "replacement",
+    "BAD_IMAGE_ERRORS",
+]
 
 logger = logging.getLogger(__name__)
 
-# Stream tags keep the three uses of the seed independent.
-_TAG_ORDER, _TAG_SCALE, _TAG_SAMPLE = 0, 1, 2
+# Stream tags keep the uses of the seed independent.
+_TAG_ORDER, _TAG_SCALE, _TAG_SAMPLE, _TAG_REPLACE = 0, 1, 2, 3
+
+BAD_IMAGE_ERRORS = (OSError, DataError)
+"""What the mapper raises for an image it cannot use (missing, undecodable, size mismatch)."""
+
+MAX_REPLACEMENTS = 16
+"""Unreadable replacements in a row after which the loader gives up on a sample."""
+
+_BAD_KEY = "_bad_images"  # sample field carrying [(file_name, reason)] from the workers
 
 SampleKey = Tuple[int, int, Optional[Tuple[int, int]], bool]  # (index, epoch, size, strong_augment)
 
@@ -42,8 +69,16 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(state) & ((1 << 63) - 1)
 
 
+def replacement(seed: int, epoch: int, index: int, attempt: int, num_samples: int) -> Tuple[int, int]:
+    """(dataset index, augmentation seed) replacing the ``attempt``-th unreadable image met for
+    dataset ``index`` in ``epoch``."""
+    state = np.random.SeedSequence([seed, _TAG_REPLACE, epoch, index, attempt]).generate_state(2, np.uint64)
+    return int(state[0] % np.uint64(num_samples)), int(state[1]) & ((1 << 63) - 1)
+
+
 class _MappedDataset(torchdata.Dataset):
-    """Dataset dicts + mapper, indexed by ``SampleKey`` (the augmentation RNG is set per key)."""
+    """Dataset dicts + mapper, indexed by ``SampleKey`` (the augmentation RNG is set per key);
+    unreadable images are replaced deterministically (module docstring)."""
 
     def __init__(self, dicts: Sequence[Dict[str, Any]], mapper, seed: int):
         self._dicts = DatasetFromList(list(dicts), copy=False, serialize=True)
@@ -55,9 +90,25 @@ class _MappedDataset(torchdata.Dataset):
 
     def __getitem__(self, key: SampleKey) -> Dict[str, Any]:
         index, epoch, size, strong = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self._seed, epoch, index))
-            return self._mapper(self._dicts[index], image_size=size, strong_augment=strong)
+        candidate, aug_seed = index, sample_seed(self._seed, epoch, index)
+        bad: List[Tuple[str, str]] = []
+        for attempt in range(MAX_REPLACEMENTS + 1):
+            record = self._dicts[candidate]
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(aug_seed)
+                    sample = self._mapper(record, image_size=size, strong_augment=strong)
+            except BAD_IMAGE_ERRORS as e:
+                bad.append((record["file_name"], str(e)))
+                candidate, aug_seed = replacement(self._seed, epoch, index, attempt, len(self))
+                continue
+            if bad:
+                sample[_BAD_KEY] = bad
+            return sample
+        raise DataError(
+            f"{len(bad)} images in a row cannot be read (replacing dataset index {index} in epoch "
+            f"{epoch}):{listing(f'{f}: {r}' for f, r in bad)}\nIs the image folder readable?"
+        )
 
 
 class _EpochBatchSampler:
@@ -93,10 +144,12 @@ class TrainLoader:
         num_workers: data-loading processes per rank (results do not depend on it).
         multiscale_sizes: square sizes drawn per iteration (``None``: mapper's ``image_size``).
         stop_aug_epoch: from this epoch on, strong augmentation and multi-scale stop (``None``: never).
-        seed: the one seed of order, augmentation and sizes.
+        seed: the one seed of order, augmentation, sizes and replacements of unreadable images.
         start_iter: first iteration yielded (``set_start_iter`` changes it before iterating).
         shuffle: ``False`` visits the dataset in order every epoch.
         rank, world_size: default to ``detectron2.utils.comm``.
+        max_bad_image_share: the trainer stops the run once more than this share of the
+            dataset's images could not be read (they are skipped until then).
     """
 
     def __init__(
@@ -113,21 +166,23 @@ class TrainLoader:
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
         pin_memory: bool = False,
+        max_bad_image_share: float = 0.01,
     ):
         self.world_size = comm.get_world_size() if world_size is None else int(world_size)
         self.rank = comm.get_rank() if rank is None else int(rank)
         total_batch_size = int(total_batch_size)
         if total_batch_size <= 0 or total_batch_size % self.world_size:
-            raise ValueError(
-                f"total_batch_size ({total_batch_size}) must be a positive multiple of the world size "
-                f"({self.world_size})"
+            raise ConfigError(
+                f"dataloader.train.total_batch_size={total_batch_size} must be a positive multiple of the "
+                f"number of processes ({self.world_size})."
             )
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} not in [0, {self.world_size})")
         if len(dataset) < total_batch_size:
-            raise ValueError(
-                f"The dataset has {len(dataset)} images, fewer than total_batch_size={total_batch_size}: "
-                "no full batch can be formed (the last partial batch of an epoch is dropped)."
+            raise ConfigError(
+                f"The dataset has {len(dataset)} images, fewer than dataloader.train.total_batch_size="
+                f"{total_batch_size}: no full batch can be formed (the last partial batch of an epoch is "
+                "dropped). Set dataloader.train.total_batch_size to at most the number of images."
             )
         self.total_batch_size = total_batch_size
         self.batch_size = total_batch_size // self.world_size
@@ -136,11 +191,16 @@ class TrainLoader:
         self.num_workers = int(num_workers)
         self.multiscale_sizes = None if multiscale_sizes is None else [int(s) for s in multiscale_sizes]
         if self.multiscale_sizes is not None and not self.multiscale_sizes:
-            raise ValueError("multiscale_sizes is empty; use None to disable multi-scale training")
+            raise ConfigError("dataloader.train.multiscale_sizes is empty; set it to null to disable "
+                              "multi-scale training.")
         self.stop_aug_epoch = None if stop_aug_epoch is None else int(stop_aug_epoch)
         self.seed = 0 if seed is None else int(seed)
         self.shuffle = bool(shuffle)
         self.pin_memory = pin_memory
+        if not 0.0 <= float(max_bad_image_share) <= 1.0:
+            raise ConfigError(f"dataloader.train.max_bad_image_share must be in [0, 1], got {max_bad_image_share}.")
+        self.max_bad_image_share = float(max_bad_image_share)
+        self._bad_images: List[Tuple[str, str]] = []
         self.start_iter = 0
         self.set_start_iter(start_iter)
         self.mapper = mapper
@@ -202,7 +262,16 @@ class TrainLoader:
             worker_init_fn=_worker_init if self.num_workers > 0 else None,
             pin_memory=self.pin_memory,
         )
-        yield from loader
+        for batch in loader:
+            for sample in batch:
+                self._bad_images += sample.pop(_BAD_KEY, ())
+            yield batch
+
+    def take_bad_images(self) -> List[Tuple[str, str]]:
+        """(file_name, reason) of the unreadable images met since the last call, in the order the
+        batches were consumed (each was replaced in its batch)."""
+        bad, self._bad_images = self._bad_images, []
+        return bad
 
     def __repr__(self) -> str:
         return (
@@ -224,21 +293,67 @@ def build_train_loader(
     start_iter: int = 0,
     shuffle: bool = True,
     pin_memory: bool = False,
+    max_bad_image_share: float = 0.01,
 ) -> TrainLoader:
     """LazyCall target of ``dataloader.train`` (see TrainLoader)."""
     loader = TrainLoader(
         dataset, mapper, total_batch_size, num_workers=num_workers, multiscale_sizes=multiscale_sizes,
         stop_aug_epoch=stop_aug_epoch, seed=seed, start_iter=start_iter, shuffle=shuffle, pin_memory=pin_memory,
+        max_bad_image_share=max_bad_image_share,
     )
     logger.info("Built %r", loader)
     return loader
 
 
+class _SkippingMapper:
+    """Test mapper that turns an unreadable image into a marker record instead of an exception."""
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+
+    def __call__(self, record: Dict[str, Any]) -> Dict[str, Any]:
+        try:
+            return self.mapper(record)
+        except BAD_IMAGE_ERRORS as e:
+            return {"file_name": record["file_name"], "image_id": record.get("image_id"),
+                    _BAD_KEY: [(record["file_name"], str(e))]}
+
+
+class TestLoader:
+    """Sharded inference loader (detectron2 ``InferenceSampler``) yielding ``list[dict]`` batches
+    without the images that cannot be read; ``bad_images`` maps the file names skipped by this
+    process in the last pass to the reason (each is logged once per process)."""
+
+    def __init__(self, dataset: Sequence[Dict[str, Any]], mapper, batch_size: int = 1, num_workers: int = 0):
+        self.num_images = len(dataset)
+        self._loader = build_detection_test_loader(
+            dataset, mapper=_SkippingMapper(mapper), sampler=InferenceSampler(len(dataset)),
+            batch_size=batch_size, num_workers=num_workers,
+        )
+        self.bad_images: Dict[str, str] = {}
+        self._logged: set = set()
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self) -> Iterator[List[Dict[str, Any]]]:
+        self.bad_images = {}
+        for batch in self._loader:
+            good = []
+            for sample in batch:
+                for file_name, reason in sample.get(_BAD_KEY, ()):
+                    self.bad_images[file_name] = reason
+                    if file_name not in self._logged:
+                        self._logged.add(file_name)
+                        logger.warning("Skipping an image that cannot be read (not evaluated): %s", reason)
+                if _BAD_KEY not in sample:
+                    good.append(sample)
+            if good:
+                yield good
+
+
 def build_test_loader(
     dataset: Sequence[Dict[str, Any]], mapper, batch_size: int = 1, num_workers: int = 0
-) -> torchdata.DataLoader:
-    """Sharded inference loader (detectron2 ``InferenceSampler``); yields ``list[dict]``."""
-    return build_detection_test_loader(
-        dataset, mapper=mapper, sampler=InferenceSampler(len(dataset)), batch_size=batch_size,
-        num_workers=num_workers,
-    )
+) -> TestLoader:
+    """LazyCall target of ``dataloader.test`` (see TestLoader)."""
+    return TestLoader(dataset, mapper, batch_size=batch_size, num_workers=num_workers)

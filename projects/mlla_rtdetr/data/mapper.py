@@ -12,6 +12,7 @@ from detectron2.structures import BoxMode, Boxes, Instances
 
 from torchvision.transforms.v2 import functional as TF
 
+from ..errors import DataError
 from .image_io import read_image_pil
 from .transforms import build_test_transforms, build_train_transforms, to_hw
 
@@ -96,7 +97,7 @@ class RTDETRDatasetMapper:
             raise type(e)(f"{e} (dataset record image_id={d.get('image_id')!r})") from None
         w, h = image.size
         if "height" in d and "width" in d and (d["height"], d["width"]) != (h, w):
-            raise ValueError(
+            raise DataError(
                 f"Image {file_name} (image_id={d.get('image_id')!r}) is {w}x{h} (w x h, EXIF "
                 f"orientation applied) but its dataset record says {d['width']}x{d['height']}."
             )

@@ -1,5 +1,6 @@
-"""Training engine: trainer (CPU/CUDA, AMP, clipping), EMA, checkpoints, optimizer param groups,
-lr schedules, validated config overrides, evaluation and the train_net building blocks."""
+"""Training engine: config loading and validated overrides, process setup, builders, the trainer
+(CPU/CUDA, AMP, clipping), EMA, checkpoints, optimizer param groups, lr schedules, evaluation,
+preemption, and the training / evaluation of tools/train_net.py."""
 from .checkpoint import (
     BestCheckpointer,
     Checkpointer,
@@ -9,28 +10,31 @@ from .checkpoint import (
     read_checkpoint_file,
 )
 from .defaults import (
-    ConfigError,
+    TRAINING_SECTIONS,
     TrainingLength,
+    build_ema,
     build_evaluator,
     build_lr_multiplier,
     build_model,
     build_optimizer,
     check_num_classes,
-    do_eval_only,
-    do_test,
-    do_train,
-    launch_from_args,
+    default_argument_parser,
     load_config,
-    main,
+    load_weights,
+    prepare_data,
     resolve_training_length,
+    save_config,
     setup_process,
 )
+from .device import create_ddp_model, device_for_process, resolve_device
 from .ema import EMAHook, ModelEMA, unwrap_model
 from .evaluation import FastCOCOEvaluator, evaluate_model
-from .launch import create_ddp_model, default_argument_parser, launch, resolve_device
 from .optim import get_param_groups
 from .overrides import OverrideError, UnknownConfigKeyError, apply_overrides
+from .preemption import PREEMPTED_EXIT_CODE, PreemptionHook
 from .schedule import IterationSchedule, lr_schedule
+from .train_net import Evaluation, build_hooks, do_eval_only, do_test, do_train, main
 from .trainer import NonFiniteLossError, Trainer, seed_iteration
+from ..errors import ConfigError
 
 __all__ = [k for k in globals() if not k.startswith("_")]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import re
 import tempfile
 from collections import OrderedDict
@@ -28,8 +29,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..checkpoint import mlla_converter, rtdetr_converter
+from ..errors import CheckpointError, PathNotFoundError
 from .ema import ModelEMA, unwrap_model
-from ..errors import CheckpointError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -99,20 +101,40 @@ def local_checkpoint_path(path: str) -> str:
 
 
 def read_checkpoint_file(path: str) -> Dict[str, Any]:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with an actionable error.
-    ``path`` may be a URL (downloaded once, see :func:`local_checkpoint_path`)."""
+    """``torch.load(path, map_location="cpu", weights_only=True)``; ``path`` may be a URL
+    (downloaded once, see :func:`local_checkpoint_path`). :class:`PathNotFoundError` when the file
+    is missing, :class:`CheckpointError` saying why when it is unreadable (truncated, empty, not
+    written by ``torch.save``) or holds more than tensors and primitive values."""
     path = local_checkpoint_path(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint '{path}' does not exist.")
+        raise PathNotFoundError(f"Checkpoint '{path}' does not exist.")
+    with open(path, "rb") as f:
+        head = f.read(2)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InitCheckpointError(
-            f"Could not read '{path}' with torch.load(weights_only=True): {e}\n"
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower() or head not in _TORCH_FILE_HEADS:
+            raise _unreadable(path, e) from e
+        raise CheckpointError(
+            f"Could not read '{path}' with torch.load(weights_only=True): {str(e).splitlines()[0]}\n"
             "The file holds more than tensors and primitive values. If you trust it, convert it "
             "first (tools/convert_rtdetr_checkpoint.py --unsafe-load, "
             "tools/convert_mlla_checkpoint.py) and pass the converted file."
         ) from e
+    except Exception as e:  # torch.load reports a damaged file in many ways
+        raise _unreadable(path, e) from e
+
+
+_TORCH_FILE_HEADS = (b"PK", b"\x80\x02")  # torch.save's zip archive; the legacy pickle format
+
+
+def _unreadable(path: str, error: Exception) -> CheckpointError:
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return CheckpointError(
+        f"Checkpoint '{path}' cannot be read: {os.path.getsize(path)} bytes that torch.load does "
+        f"not understand ({detail}). The file is truncated, empty or not a checkpoint "
+        "written by torch.save; copy it again or point to another one."
+    )
 
 
 class Checkpointer(DetectionCheckpointer):
@@ -140,6 +162,24 @@ class Checkpointer(DetectionCheckpointer):
 
     def _torch_load(self, f: str) -> Dict[str, Any]:
         return read_checkpoint_file(f)
+
+    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+        """detectron2's load; a missing or unreadable file is a user error, which says how to
+        resume from an earlier checkpoint when ``path`` is the one ``--resume`` took."""
+        if not path:
+            return super().load(path, checkpointables)
+        try:
+            if not is_url(path) and not os.path.isfile(path):
+                raise PathNotFoundError(f"Checkpoint '{path}' does not exist.")
+            return super().load(path, checkpointables)
+        except (CheckpointError, PathNotFoundError) as e:
+            if self.has_checkpoint() and os.path.abspath(self.get_checkpoint_file()) == os.path.abspath(path):
+                raise type(e)(
+                    f"{e}\nIt is the checkpoint named in {os.path.join(self.save_dir, 'last_checkpoint')} "
+                    "(--resume continues from it): write the name of an earlier model_*.pth there to "
+                    "resume from that one."
+                ) from e
+            raise
 
 
 class PeriodicCheckpointer(HookBase):
@@ -293,20 +333,24 @@ def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], what: st
     return {"missing": list(incompatible.missing_keys), "unexpected": list(incompatible.unexpected_keys)}
 
 
+def _official_backbone_kind(checkpoint: Mapping) -> Optional[str]:
+    """"resnet_vd" / "hgnetv2" for the official ImageNet backbone files, else None."""
+    try:
+        state, _ = rtdetr_converter.extract_state_dict(checkpoint)
+    except rtdetr_converter.CheckpointConversionError:
+        return None
+    return rtdetr_converter.detect_official_backbone(state)
+
+
 def _official_converter(checkpoint: Mapping):
     """(name, loader(model, checkpoint) -> report) of the official format of ``checkpoint``, or None."""
-    from mlla_rtdetr.checkpoint import rtdetr_converter
-
     if rtdetr_converter.is_official_rtdetr_checkpoint(checkpoint):
         return "official RT-DETR", rtdetr_converter.load_official_rtdetr
-    try:
-        from mlla_rtdetr.checkpoint import mlla_converter
-    except ImportError:
-        return None
-    detect = getattr(mlla_converter, "is_official_mlla_checkpoint", None)
-    load = getattr(mlla_converter, "load_official_mlla", None)
-    if detect is not None and load is not None and detect(checkpoint):
-        return "official MLLA", load
+    backbone = _official_backbone_kind(checkpoint)
+    if backbone is not None:
+        return f"official {backbone} ImageNet backbone", rtdetr_converter.load_official_backbone
+    if mlla_converter.is_official_mlla_checkpoint(checkpoint):
+        return "official MLLA", mlla_converter.load_official_mlla
     return None
 
 
@@ -317,6 +361,8 @@ def load_init_checkpoint(model: nn.Module, path: str, ema: Optional[ModelEMA] = 
       the EMA when both exist (otherwise the EMA restarts from the loaded model);
     * an official RT-DETR / MLLA checkpoint (detected by its keys): converted by
       ``mlla_rtdetr.checkpoint.*`` and loaded strictly;
+    * official ImageNet backbone weights (ResNet-vd, HGNetv2; detected by their keys): converted
+      and loaded strictly into ``model.backbone`` (encoder and decoder keep their values);
     * any other state dict (raw, under "model" or with a DDP "module." prefix): loaded by name.
 
     Missing and unexpected keys are logged; any shape mismatch raises :class:`InitCheckpointError`

@@ -1,74 +1,101 @@
-"""Building blocks of ``tools/train_net.py``: config setup, training length, model/optimizer/
-schedule construction, class-count checks, training and evaluation.
+"""The pieces every entry point shares: argument parser, config loading, process setup, training
+length, and the builders of the model, optimizer, lr schedule, EMA and evaluator.
 
-``tools/train_net.py`` only parses arguments and calls :func:`launch_from_args` with
-:func:`main`; everything here is importable (``mlla_rtdetr.engine``) so other tools (sweeps,
-Slurm submission) can reuse it.
+``tools/train_net.py`` runs them through :mod:`mlla_rtdetr.engine.train_net`; the other tools
+(analysis, benchmark, demo, export, sweeps) load configs and build models with the same
+:func:`load_config` and :func:`build_model`.
 """
 from __future__ import annotations
 
+import argparse
 import inspect
-import json
 import logging
-import math
 import os
+import types
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import hooks as d2_hooks
+from detectron2.engine import default_argument_parser as d2_argument_parser
+from detectron2.engine import default_setup
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
-from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
+from detectron2.utils.registry import locate
+from pycocotools.cocoeval import COCOeval as PycocotoolsCOCOeval
 
-from ..errors import ConfigError
-from .checkpoint import BestCheckpointer, Checkpointer, PeriodicCheckpointer, load_init_checkpoint
-from .ema import EMAHook, ModelEMA, unwrap_model
-from .evaluation import FastCOCOEvaluator, evaluate_model, faster_cocoeval, has_faster_coco_eval
-from mlla_rtdetr.launch.distributed import launch  # joins torchrun groups, else spawns
-from mlla_rtdetr.launch.preemption import PreemptionHook
-
-from .launch import create_ddp_model, dist_backend_for, resolve_device
+from ..config import config_path, get_config
+from ..data import dataset_classes, dataset_nodes, prepare_datasets, register_node
+from ..errors import ConfigError, DataError
+from .checkpoint import load_init_checkpoint
+from .ema import ModelEMA, unwrap_model
+from .evaluation import FastCOCOEvaluator, faster_cocoeval, has_faster_coco_eval
 from .optim import describe_param_groups
 from .overrides import apply_overrides
-from .trainer import Trainer
 
 __all__ = [
-    "ConfigError",
+    "TRAINING_SECTIONS",
     "TrainingLength",
+    "default_argument_parser",
     "load_config",
     "setup_process",
+    "save_config",
     "resolve_training_length",
     "check_num_classes",
+    "prepare_data",
     "build_model",
+    "load_weights",
     "build_optimizer",
     "build_lr_multiplier",
+    "build_ema",
     "build_evaluator",
-    "do_test",
-    "do_train",
-    "main",
-    "launch_from_args",
 ]
 
 logger = logging.getLogger("mlla_rtdetr.engine")
 
+TRAINING_SECTIONS = ("model", "dataloader", "optimizer", "lr_multiplier", "train")
+"""The top-level entries of a recipe that can be trained."""
 
-# ----------------------------------------------------------------------------- config
-REQUIRED_SECTIONS = ("model", "dataloader", "optimizer", "lr_multiplier", "train")
+
+# ----------------------------------------------------------------------------- arguments, config
+def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """detectron2's parser (--config-file, --resume, --eval-only, --num-gpus, --num-machines,
+    --machine-rank, --dist-url, then ``key=value`` overrides as ``opts``) and --dist-backend."""
+    epilog = epilog or (
+        "Examples:\n"
+        "  train_net.py --config-file projects/mlla_rtdetr/configs/rtdetr_tiny_synthetic.py "
+        "train.max_iter=100 train.output_dir=out\n"
+        "  train_net.py --config-file rtdetr_tiny_synthetic.py --num-gpus 2 train.device=cpu   # 2 gloo processes\n"
+        "  train_net.py --config-file cfg.py --eval-only train.init_checkpoint=out/model_final.pth\n"
+    )
+    parser = d2_argument_parser(epilog=epilog)
+    parser.add_argument(
+        "--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
+        help="torch.distributed backend; auto = nccl when training on CUDA, else gloo",
+    )
+    return parser
 
 
-def load_config(config_file: str, overrides=()) -> DictConfig:
-    """LazyConfig.load + validated overrides + structural checks."""
-    cfg = LazyConfig.load(config_file)
-    cfg = apply_overrides(cfg, list(overrides or []))
-    missing = [s for s in REQUIRED_SECTIONS if s not in cfg]
+def load_config(config_file: str, overrides: Sequence[str] = (), require: Sequence[str] = ()) -> DictConfig:
+    """Load a LazyConfig file and apply validated ``key=value`` overrides.
+
+    Args:
+        config_file: a path, or a name relative to ``configs/`` or ``projects/mlla_rtdetr/configs/``
+            (:func:`mlla_rtdetr.config.config_path`); a missing file is a :class:`ConfigError`
+            naming the closest known configs.
+        overrides: detectron2/Hydra ``key=value`` strings; an unknown key is a :class:`ConfigError`
+            naming the closest valid keys (``+key=value`` adds a key on purpose). A ``--`` (the
+            end of a tool's options) is skipped.
+        require: top-level entries the config must define (e.g. :data:`TRAINING_SECTIONS`).
+    """
+    cfg = get_config(config_file)
+    cfg = apply_overrides(cfg, [o for o in overrides if o != "--"])
+    missing = [s for s in require if s not in cfg]
     if missing:
         raise ConfigError(
             f"Config '{config_file}' lacks {missing}; a recipe defines model, dataloader "
@@ -78,32 +105,29 @@ def load_config(config_file: str, overrides=()) -> DictConfig:
     return cfg
 
 
-def setup_process(cfg: DictConfig, args=None) -> str:
-    """Per-process setup: output dir, loggers, environment info, seed, cudnn. Returns output_dir."""
+def setup_process(cfg: DictConfig, args: Optional[argparse.Namespace] = None) -> str:
+    """detectron2's ``default_setup`` (output dir, loggers, environment, arguments and recipe in
+    the log, config.yaml, RNGs seeded with ``train.seed + rank``, cudnn benchmark), plus the
+    ``mlla_rtdetr`` logger. A negative ``train.seed`` becomes one random seed shared by all ranks
+    and written into the config (detectron2 would draw one per rank and record none).
+    Returns ``train.output_dir``."""
+    if int(cfg.train.seed) < 0:
+        cfg.train.seed = comm.shared_random_seed() % (2**31)
+        drawn = True
+    else:
+        drawn = False
+    if args is not None and getattr(args, "config_file", ""):
+        args = argparse.Namespace(**{**vars(args), "config_file": str(config_path(args.config_file))})
+    default_setup(cfg, args)
     output_dir = cfg.train.output_dir
-    rank = comm.get_rank()
-    if comm.is_main_process() and output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-    comm.synchronize()
-    for name, abbrev in (("detectron2", "d2"), ("fvcore", "fvcore"), ("mlla_rtdetr", "mlla_rtdetr")):
-        setup_logger(output_dir, distributed_rank=rank, name=name, abbrev_name=abbrev)
-    logger.info(f"Rank of current process: {rank}. World size: {comm.get_world_size()}")
-    if comm.is_main_process():
-        logger.info("Environment info:\n" + collect_env_info())
-    if args is not None:
-        logger.info(f"Command line arguments: {args}")
-    seed = int(cfg.train.seed)
-    if seed < 0:
-        seed = comm.shared_random_seed() % (2**31)
-        cfg.train.seed = seed
-        logger.info(f"train.seed < 0: drew seed {seed} (shared by all ranks)")
-    seed_all_rng(seed + rank)
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = bool(cfg.train.get("cudnn_benchmark", False))
+    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="mlla_rtdetr", abbrev_name="mlla_rtdetr")
+    if drawn:
+        logger.info(f"train.seed < 0: drew seed {cfg.train.seed} (shared by all ranks)")
     return output_dir
 
 
 def save_config(cfg: DictConfig, output_dir: str) -> None:
+    """Write the resolved config to ``output_dir/config.yaml`` (main process)."""
     if comm.is_main_process() and output_dir:
         path = os.path.join(output_dir, "config.yaml")
         LazyConfig.save(cfg, path)
@@ -154,64 +178,137 @@ def resolve_training_length(cfg: DictConfig, iters_per_epoch: Optional[int]) -> 
     return TrainingLength(max_iter, iters_per_epoch, eval_period, ckpt_period)
 
 
-# ----------------------------------------------------------------------------- builders
-def _dataset_names(cfg: DictConfig, split: str):
-    try:
-        names = cfg.dataloader[split].dataset.names
-    except Exception:
-        return []
-    if names is None:
-        return []
-    return [names] if isinstance(names, str) else list(names)
+# ----------------------------------------------------------------------------- checks
+_CLASS_KEYS = ("model.num_classes", "model.criterion.num_classes", "model.decoder.num_classes")
 
 
-def check_num_classes(cfg: DictConfig, model: Optional[torch.nn.Module] = None) -> None:
-    """Model, criterion and dataset metadata must agree on the number of classes.
+def _literal_int(cfg: DictConfig, key: str) -> Optional[int]:
+    """The int at ``key`` when it is written there (not an interpolation of another key)."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key, default=None)
+    if not OmegaConf.is_config(parent) or leaf not in parent or OmegaConf.is_interpolation(parent, leaf):
+        return None
+    value = parent[leaf]
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    Checked on the config before building anything (fast, readable) and on the built model.
-    Raises :class:`ConfigError` that lists each source with its value.
-    """
-    from detectron2.data import MetadataCatalog
 
+def _model_class_counts(cfg: DictConfig, model: Optional[torch.nn.Module]) -> "OrderedDict[str, int]":
     counts: "OrderedDict[str, int]" = OrderedDict()
     if model is not None:
         m = unwrap_model(model)
-        if hasattr(m, "num_classes"):
-            counts["model.num_classes"] = int(m.num_classes)
-        for sub in ("criterion", "decoder"):
-            if hasattr(getattr(m, sub, None), "num_classes"):
-                counts[f"model.{sub}.num_classes"] = int(getattr(m, sub).num_classes)
-    else:
-        for key in ("model.num_classes", "model.criterion.num_classes", "model.decoder.num_classes"):
-            value = OmegaConf.select(cfg, key, default=None)
+        for key in _CLASS_KEYS:
+            obj = m
+            for part in key.split(".")[1:-1]:
+                obj = getattr(obj, part, None)
+            value = getattr(obj, "num_classes", None)
             if isinstance(value, int):
                 counts[key] = value
-    for split in ("train", "test"):
-        for name in _dataset_names(cfg, split):
-            meta = MetadataCatalog.get(name)
-            if not hasattr(meta, "thing_classes"):
-                from mlla_rtdetr.data import dataset_num_classes
-
-                counts[f"dataset '{name}' thing_classes ({split})"] = dataset_num_classes(name)
-            else:
-                counts[f"dataset '{name}' thing_classes ({split})"] = len(meta.thing_classes)
-    if len(set(counts.values())) > 1:
-        detail = "\n  ".join(f"{k} = {v}" for k, v in counts.items())
-        raise ConfigError(
-            "The number of classes of the model, its criterion and the dataset metadata disagree:\n  "
-            f"{detail}\nSet model.num_classes (and model.criterion.num_classes / "
-            "model.decoder.num_classes) to the dataset's number of classes."
-        )
+    else:
+        for key in _CLASS_KEYS:
+            value = OmegaConf.select(cfg, key, default=None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                counts[key] = value
+    return counts
 
 
-def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
-    # Same seed on every rank, right before construction: identical init whatever ran before.
-    seed_all_rng(int(cfg.train.seed))
+def check_num_classes(cfg: DictConfig, model: Optional[torch.nn.Module] = None,
+                      classes: Optional[Dict[str, Sequence[str]]] = None) -> int:
+    """The model (its config, or the built ``model``), its criterion and decoder, and every dataset
+    of ``cfg.dataloader`` must agree on the classes. Checked on the config before anything is
+    built (:func:`prepare_data`) and on the built model.
+
+    Args:
+        classes: config key of each dataset (``"dataloader.train.dataset"``) -> its class names, as
+            :func:`prepare_data` found them; by default read from the datasets the config names
+            (registered from their source fields when needed).
+
+    Raises :class:`DataError` when the datasets disagree with each other and :class:`ConfigError`
+    naming the exact overrides to add when the model disagrees with them. Returns the count
+    (0 when the config names no dataset).
+    """
+    if classes is None:
+        classes = {key: dataset_classes(register_node(node, key)[0]) for key, node in dataset_nodes(cfg).items()}
+    if not classes:
+        return 0
+    (first_key, first), *rest = classes.items()
+    for key, names in rest:
+        if list(names) != list(first):
+            raise DataError(
+                f"The datasets disagree on the classes: {first_key} has {list(first)}, {key} has "
+                f"{list(names)}. Train and test data must have the same classes in the same order "
+                "(set class_names on both to pin them)."
+            )
+    k = len(first)
+    counts = _model_class_counts(cfg, model)
+    if all(v == k for v in counts.values()):
+        return k
+    fixes = ["model.num_classes"] + [key for key in _CLASS_KEYS[1:] if _literal_int(cfg, key) is not None]
+    shown = ", ".join(f"{key}={v}" for key, v in counts.items())
+    names = ", ".join(first) if k <= 10 else ", ".join(list(first)[:10]) + f", ... ({k - 10} more)"
+    raise ConfigError(
+        f"The model is set up for a different number of classes than the data: {shown}, but "
+        f"{' and '.join(classes)} {'have' if len(classes) > 1 else 'has'} {k} class{'es' if k != 1 else ''} "
+        f"({names}). Add {'these overrides' if len(fixes) > 1 else 'this override'}:\n  "
+        + " ".join(f"{key}={k}" for key in fixes)
+    )
+
+
+def prepare_data(cfg: DictConfig, splits: Sequence[str] = ("train", "test"), check_files: bool = True,
+                 keep_loaded: bool = True) -> Dict[str, List[str]]:
+    """Before anything is built: register, load and check the datasets of ``cfg.dataloader``
+    (:func:`mlla_rtdetr.data.prepare_datasets`; ``splits``: the loaders to prepare), then check
+    the model config's class count against them. Returns config key -> class names, for
+    :func:`check_num_classes` on the built model."""
+    prepared = prepare_datasets(cfg, splits=splits, check_files=check_files, keep_loaded=keep_loaded)
+    classes = {p.key: p.classes for p in prepared}
+    check_num_classes(cfg, classes=classes)
+    return classes
+
+
+# ----------------------------------------------------------------------------- builders
+def build_model(cfg: DictConfig, device="cpu", checkpoint: Optional[str] = None,
+                use_ema: bool = True, deploy: bool = False) -> torch.nn.Module:
+    """Instantiate ``cfg.model`` on ``device``.
+
+    Every RNG is seeded with ``train.seed`` right before construction (detectron2's
+    ``seed_all_rng``; 0 for a config without ``train``, a random seed for a negative one), so
+    every rank and every tool builds the same initial weights whatever ran before.
+
+    Args:
+        checkpoint: weights to load (:func:`load_weights`); None: ``train.init_checkpoint``;
+            "": none (training loads ``train.init_checkpoint`` itself, into the EMA as well).
+        use_ema: load the EMA weights of a training checkpoint when it holds them.
+        deploy: return the model's inference form (``model.deploy()``: eval mode, folded RepVGG /
+            BatchNorms, channels-last), the fast path of every inference tool.
+    """
+    if "model" not in cfg:
+        raise ConfigError("The config defines no `model`; pass a recipe or a model config.")
+    seed = int(OmegaConf.select(cfg, "train.seed", default=0))
+    seed_all_rng(seed if seed >= 0 else None)
     model = instantiate(cfg.model)
-    model.to(device)
+    if checkpoint is None:
+        checkpoint = OmegaConf.select(cfg, "train.init_checkpoint", default="") or ""
+    if checkpoint:
+        load_weights(model, checkpoint, use_ema=use_ema)
+    model.to(torch.device(device))
     n = sum(p.numel() for p in model.parameters())
     logger.info(f"Model {type(model).__name__}: {n / 1e6:.2f} M parameters")
+    if deploy:
+        model.eval()
+        if hasattr(model, "deploy"):
+            model.deploy()
     return model
+
+
+def load_weights(model: torch.nn.Module, checkpoint: str, use_ema: bool = True) -> None:
+    """Load a checkpoint into ``model`` with :func:`load_init_checkpoint` (checkpoints of this code
+    base, official RT-DETR / MLLA ones, plain state dicts). With ``use_ema`` the EMA weights of a
+    training checkpoint are used when it holds them (they are the ones evaluated)."""
+    # load_init_checkpoint loads the model weights into `model`, then the EMA weights into
+    # `ema.module`, which is the same model here: the EMA weights win when present.
+    ema = types.SimpleNamespace(module=model, updates=0) if use_ema else None
+    report = load_init_checkpoint(model, checkpoint, ema=ema)
+    logger.info("Loaded %s (%s, EMA: %s)", checkpoint, report.get("format"), report.get("ema", "not used"))
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -230,8 +327,6 @@ def build_lr_multiplier(cfg: DictConfig, length: TrainingLength):
     lm = cfg.lr_multiplier
     target = lm.get("_target_") if OmegaConf.is_config(lm) else None
     if target is not None:
-        from detectron2.utils.registry import locate
-
         fn = locate(target) if isinstance(target, str) else target
         params = inspect.signature(fn).parameters
         if "max_iter" in params:
@@ -244,210 +339,25 @@ def build_lr_multiplier(cfg: DictConfig, length: TrainingLength):
     return sched
 
 
+def build_ema(cfg: DictConfig, model: torch.nn.Module) -> Optional[ModelEMA]:
+    """The EMA of ``model`` per ``train.model_ema`` (None when disabled)."""
+    ema_cfg = cfg.train.model_ema
+    if not ema_cfg.enabled:
+        return None
+    return ModelEMA(model, decay=ema_cfg.decay, warmups=ema_cfg.warmups)
+
+
 def _as_fast_coco(evaluator):
-    """Give a plain detectron2 COCOEvaluator the faster-coco-eval backend (same state)."""
-    if type(evaluator) is COCOEvaluator and has_faster_coco_eval():
+    """Make a plain detectron2 COCOEvaluator a FastCOCOEvaluator (same state): faster-coco-eval
+    when installed, and the count of evaluated images in the results."""
+    if type(evaluator) is COCOEvaluator:
         evaluator.__class__ = FastCOCOEvaluator
-        evaluator.backend = "faster_coco_eval"
-        evaluator._cocoeval_fn = faster_cocoeval
+        if has_faster_coco_eval():
+            evaluator.backend, evaluator._cocoeval_fn = "faster_coco_eval", faster_cocoeval
+        else:
+            evaluator.backend, evaluator._cocoeval_fn = "pycocotools", PycocotoolsCOCOeval
     return evaluator
 
 
 def build_evaluator(cfg: DictConfig):
     return _as_fast_coco(instantiate(cfg.dataloader.evaluator))
-
-
-# ----------------------------------------------------------------------------- eval
-def do_test(cfg: DictConfig, model: torch.nn.Module, ema: Optional[ModelEMA] = None, test_loader=None):
-    """Evaluate EMA weights ("<task>_ema") and/or raw weights ("<task>") on the test set.
-
-    With EMA enabled only the EMA weights are evaluated unless ``train.model_ema.eval_raw``.
-    Inference is sharded over processes; metrics are computed on rank 0.
-    """
-    if "evaluator" not in cfg.dataloader:
-        logger.warning("cfg.dataloader.evaluator is not set: skipping evaluation.")
-        return {}
-    models: "OrderedDict[str, torch.nn.Module]" = OrderedDict()
-    eval_raw = ema is None or bool(cfg.train.model_ema.get("eval_raw", False))
-    if eval_raw:
-        models[""] = unwrap_model(model)
-    if ema is not None:
-        models["_ema"] = ema.module
-    loader = test_loader if test_loader is not None else instantiate(cfg.dataloader.test)
-    return evaluate_model(models, loader, lambda: build_evaluator(cfg))
-
-
-def _flatten(results: Dict[str, Dict[str, float]]) -> Dict[str, float]:
-    return {f"{task}/{k}": float(v) for task, metrics in results.items() for k, v in metrics.items()}
-
-
-# ----------------------------------------------------------------------------- train
-def _device_for_process(cfg: DictConfig) -> torch.device:
-    device = resolve_device(cfg.train.device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", comm.get_local_rank() if comm.get_world_size() > 1 else 0)
-    return device
-
-
-def _best_metric(cfg: DictConfig) -> Optional[str]:
-    metric = cfg.train.checkpointer.get("best_metric", "auto")
-    if metric == "auto":
-        return "bbox_ema/AP" if cfg.train.model_ema.enabled else "bbox/AP"
-    return metric or None
-
-
-def do_train(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
-    """Train per ``cfg`` (this process's share); returns the last evaluation results."""
-    output_dir = cfg.train.output_dir
-    if not output_dir:
-        raise ConfigError("train.output_dir must be set.")
-    if comm.is_main_process():
-        os.makedirs(output_dir, exist_ok=True)
-    device = _device_for_process(cfg)
-    logger.info(f"Training on {device} with {comm.get_world_size()} process(es)")
-
-    check_num_classes(cfg)  # before building anything: fast, readable
-    model = build_model(cfg, device)
-    if "seed" in cfg.dataloader.train and cfg.dataloader.train.seed is None:
-        cfg.dataloader.train.seed = int(cfg.train.seed)  # one seed for init, order and augmentation
-    train_loader = instantiate(cfg.dataloader.train)
-    check_num_classes(cfg, model)
-    ipe = getattr(train_loader, "iters_per_epoch", None)
-    length = resolve_training_length(cfg, ipe)
-    if ipe:
-        tbs = OmegaConf.select(cfg, "dataloader.train.total_batch_size", default=None)
-        n = getattr(train_loader, "num_samples", None)
-        logger.info(f"1 epoch = {ipe} iterations ({n} images / total batch size {tbs})")
-    logger.info(length.describe())
-
-    optimizer = build_optimizer(cfg, model)
-    lr_multiplier = build_lr_multiplier(cfg, length)
-    save_config(cfg, output_dir)
-
-    ddp_model = create_ddp_model(model, **cfg.train.get("ddp", {}))
-    ema = None
-    if cfg.train.model_ema.enabled:
-        ema = ModelEMA(model, decay=cfg.train.model_ema.decay, warmups=cfg.train.model_ema.warmups)
-    amp = cfg.train.amp
-    trainer = Trainer(
-        ddp_model, train_loader, optimizer,
-        amp=amp.enabled, amp_dtype=amp.get("dtype", "float16"), device_type=device.type,
-        clip_grad=(
-            dict(max_norm=cfg.train.clip_grad.max_norm, norm_type=cfg.train.clip_grad.get("norm_type", 2.0))
-            if cfg.train.clip_grad.enabled else None
-        ),
-        seed=int(cfg.train.seed),
-    )
-    checkpointables = {"trainer": trainer}
-    if ema is not None:
-        checkpointables["ema"] = ema
-    checkpointer = Checkpointer(model, output_dir, **checkpointables)
-
-    test_loader = instantiate(cfg.dataloader.test) if "test" in cfg.dataloader else None
-    latest: Dict[str, Any] = {"results": {}, "metrics": {}, "metrics_iter": -1}
-
-    def eval_fn():
-        results = do_test(cfg, model, ema, test_loader)
-        latest["results"] = results
-        latest["metrics"] = _flatten(results) if results else {}
-        latest["metrics_iter"] = trainer.iter
-        if comm.is_main_process() and results:
-            with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
-                json.dump({"iteration": trainer.iter, "results": results}, f, indent=1)
-        return results
-
-    def extra():
-        if latest["metrics_iter"] >= trainer.iter and latest["metrics"]:  # evaluated on these weights
-            return {"metrics": dict(latest["metrics"])}
-        return {}
-
-    hook_list = [
-        d2_hooks.IterationTimer(),
-        EMAHook(ema, ddp_model) if ema is not None else None,
-        d2_hooks.LRScheduler(scheduler=lr_multiplier),
-        d2_hooks.EvalHook(length.eval_period, eval_fn, eval_after_train=True),
-    ]
-    best = _best_metric(cfg)
-    if best:
-        hook_list.append(BestCheckpointer(checkpointer, best, cfg.train.checkpointer.get("best_mode", "max"), extra))
-    hook_list.append(
-        PeriodicCheckpointer(checkpointer, length.checkpoint_period, cfg.train.checkpointer.get("max_to_keep"), extra)
-    )
-    if comm.is_main_process():
-        writers = [
-            CommonMetricPrinter(length.max_iter),
-            JSONWriter(os.path.join(output_dir, "metrics.json")),
-            TensorboardXWriter(output_dir),
-        ]
-        hook_list.append(d2_hooks.PeriodicWriter(writers, period=int(cfg.train.log_period)))
-    # Last, so a preemption checkpoint holds the state after scheduler, EMA and writers ran.
-    hook_list.append(PreemptionHook(checkpointer))
-    trainer.register_hooks([h for h in hook_list if h is not None])
-
-    start_iter = 0
-    if resume and checkpointer.has_checkpoint():
-        path = checkpointer.get_checkpoint_file()
-        logger.info(f"Resuming from {path}")
-        checkpointer.load(path)
-        start_iter = trainer.iter + 1
-    elif cfg.train.init_checkpoint:
-        load_init_checkpoint(model, cfg.train.init_checkpoint, ema)
-    if hasattr(train_loader, "set_start_iter"):
-        train_loader.set_start_iter(start_iter)
-    elif start_iter > 0:
-        logger.warning("The train loader cannot start at a given iteration: the resumed data order differs.")
-
-    if start_iter >= length.max_iter:
-        logger.info(f"Checkpoint is at iteration {start_iter} >= max_iter {length.max_iter}: evaluating only.")
-        return eval_fn()
-    trainer.train(start_iter, length.max_iter)
-    return latest["results"]
-
-
-def do_eval_only(cfg: DictConfig) -> Dict[str, Any]:
-    """--eval-only: load train.init_checkpoint (EMA too when present) and evaluate."""
-    device = _device_for_process(cfg)
-    check_num_classes(cfg)
-    model = build_model(cfg, device)
-    check_num_classes(cfg, model)
-    ema = None
-    if cfg.train.model_ema.enabled:
-        ema = ModelEMA(model, decay=cfg.train.model_ema.decay, warmups=cfg.train.model_ema.warmups)
-    report: Dict[str, Any] = {}
-    if cfg.train.init_checkpoint:
-        report = load_init_checkpoint(model, cfg.train.init_checkpoint, ema)
-    else:
-        logger.warning("--eval-only without train.init_checkpoint: evaluating the freshly initialized model.")
-    results = do_test(cfg, model, ema)
-    if comm.is_main_process() and results and cfg.train.output_dir:
-        os.makedirs(cfg.train.output_dir, exist_ok=True)
-        with open(os.path.join(cfg.train.output_dir, "eval_only_results.json"), "w") as f:
-            json.dump({"checkpoint": cfg.train.init_checkpoint, "results": results,
-                       "checkpoint_metrics": report.get("metrics", {})}, f, indent=1)
-    return results
-
-
-def main(args) -> Dict[str, Any]:
-    """Entry point of one process (called by :func:`launch`)."""
-    cfg = load_config(args.config_file, args.opts)
-    setup_process(cfg, args)
-    if args.eval_only:
-        return do_eval_only(cfg)
-    return do_train(cfg, resume=args.resume)
-
-
-def launch_from_args(main_func, args) -> None:
-    """Validate the config in the launching process (errors surface once, before spawning),
-    pick the distributed backend from the training device, and launch ``main_func(args)``."""
-    cfg = load_config(args.config_file, args.opts)
-    device = resolve_device(cfg.train.device)
-    backend = dist_backend_for(device, getattr(args, "dist_backend", "auto"))
-    launch(
-        main_func,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-        backend=backend,
-    )

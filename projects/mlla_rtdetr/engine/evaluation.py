@@ -70,6 +70,9 @@ def _to_faster_coco(dataset: dict):
 class FastCOCOEvaluator(COCOEvaluator):
     """detectron2 ``COCOEvaluator`` whose metrics come from faster-coco-eval (or pycocotools).
 
+    Images without a prediction entry (the test loader skipped them: unreadable) are left out of
+    the evaluation; ``results["images"]`` says how many were evaluated and skipped.
+
     Args:
         dataset_name, tasks, distributed, output_dir, max_dets_per_image, allow_cached_coco:
             as in ``COCOEvaluator``.
@@ -93,6 +96,15 @@ class FastCOCOEvaluator(COCOEvaluator):
         self._cocoeval_fn: Callable = faster_cocoeval if use_faster else PycocotoolsCOCOeval
 
     def _eval_predictions(self, predictions, img_ids=None):
+        # Images the test loader skipped (unreadable) have no prediction entry: evaluate the others.
+        evaluated = {p["image_id"] for p in predictions}
+        total = len(self._coco_api.getImgIds())
+        if img_ids is None and len(evaluated) < total:
+            img_ids = sorted(evaluated)
+            if self.backend == "faster_coco_eval":  # it reads image ids as ints (e.g. VOC's "000005")
+                img_ids = [int(i) for i in img_ids]
+            self._logger.warning(f"Evaluating {len(evaluated)} of the {total} test images: the others "
+                                 "were not read (see the warnings of the test loader).")
         coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
         tasks = self._tasks or self._tasks_from_predictions(coco_results)
         id_map = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
@@ -131,6 +143,7 @@ class FastCOCOEvaluator(COCOEvaluator):
             self._results[task] = self._derive_coco_results(
                 coco_eval, task, class_names=self._metadata.get("thing_classes")
             )
+        self._results["images"] = {"evaluated": len(evaluated), "skipped": total - len(evaluated)}
 
 
 def rename_results(results: Mapping[str, Dict], suffix: str) -> "OrderedDict[str, Dict]":

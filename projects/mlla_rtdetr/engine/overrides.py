@@ -9,9 +9,19 @@
 * it is written ``+key=value`` (explicitly adds a new key, as in hydra).
 
 Otherwise :class:`UnknownConfigKeyError` names the key and the closest valid ones (difflib).
+Overrides are checked and applied one after the other, so a key may refer to what an earlier
+override created.
+
+A dict value with a ``_target_`` that differs from the node's own *replaces* the node (merging the
+arguments of one callable into those of another never makes sense), e.g. swapping a backbone::
+
+    'model.backbone={_target_: mlla_rtdetr.modeling.TimmBackbone, model_name: resnet50}'
+
+Its keys must be arguments of the new target (unless it takes ``**kwargs``).
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from typing import Iterable, List, Optional, Sequence
@@ -132,9 +142,64 @@ def check_override_keys(cfg, overrides: Sequence[str]) -> None:
         )
 
 
+def _parse_value(override: str):
+    """The value of ``key=value`` as hydra's override grammar reads it (as detectron2 does)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides([override])[0].value()
+    except Exception as e:  # hydra raises its own OverrideParseException with the position
+        raise OverrideError(f"Cannot parse override '{override}': {e}") from None
+
+
+def _node_replacement(cfg, key: str, value):
+    """The new node when ``value`` is a LazyCall dict whose ``_target_`` differs from the one at
+    ``key``; None when the override is an ordinary (merging) update. Either way the dict's keys
+    must be arguments of its target."""
+    if not (isinstance(value, dict) and "_target_" in value):
+        return None
+    node = OmegaConf.select(cfg, key, default=None)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return None
+    try:
+        target = locate(value["_target_"]) if isinstance(value["_target_"], str) else value["_target_"]
+    except Exception:
+        raise OverrideError(f"'{key}': cannot import _target_ '{value['_target_']}'.") from None
+    own = node._get_node("_target_")
+    own = own._value() if hasattr(own, "_value") else own
+    try:
+        own = locate(own) if isinstance(own, str) else own
+    except Exception:
+        own = None
+    new = OmegaConf.create(value, flags={"allow_objects": True})
+    params = _target_params(new)
+    if params is not None:
+        bad = [k for k in value if k != "_target_" and k not in params]
+        if bad:
+            raise UnknownConfigKeyError(
+                f"'{key}': {value['_target_']} takes no argument(s) {bad}; it takes {params}."
+            )
+    return None if own is target else new
+
+
+def _apply_checked(cfg, overrides: Sequence[str]) -> None:
+    for override in overrides:
+        check_override_keys(cfg, [override])
+        cleaned = override[1:] if override.startswith("+") else override
+        key, _ = _split(cleaned)
+        if "{" in cleaned and "_target_" in cleaned:
+            new = _node_replacement(cfg, key, _parse_value(cleaned))
+            if new is not None:
+                OmegaConf.update(cfg, key, new, merge=False)
+                continue
+        LazyConfig.apply_overrides(cfg, [cleaned])
+
+
 def apply_overrides(cfg, overrides: Iterable[str]):
-    """Validate then apply ``overrides`` (list of ``key=value``) in place; returns ``cfg``."""
+    """Validate then apply ``overrides`` (list of ``key=value``) in place, one after the other;
+    returns ``cfg``. A bad override raises before ``cfg`` is changed at all."""
     overrides = list(overrides or [])
-    check_override_keys(cfg, overrides)
-    cleaned = [o[1:] if o.startswith("+") else o for o in overrides]
-    return LazyConfig.apply_overrides(cfg, cleaned)
+    if overrides:
+        _apply_checked(copy.deepcopy(cfg), overrides)
+        _apply_checked(cfg, overrides)
+    return cfg

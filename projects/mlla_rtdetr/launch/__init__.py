@@ -1,22 +1,16 @@
-"""Process launching for multi-GPU / multi-node / Slurm runs, and preemption handling.
-
-* :func:`launch` (:mod:`.distributed`) — the project's launcher that also joins torchrun/Slurm
-  process groups.
-* :class:`PreemptionHook` (:mod:`.preemption`) — checkpoint at an iteration boundary and
-  requeue/stop on SIGUSR1/SIGUSR2.
-* :mod:`.job` / :mod:`.slurm` — submitit jobs and executors.
+"""Starting runs: processes on this machine or in a torchrun/Slurm group (:mod:`.distributed`),
+and Slurm jobs through submitit that requeue themselves on preemption (:mod:`.job`,
+:mod:`.slurm`).
 
 Attributes are imported lazily so that light tools (sweep planning) do not import torch.
 """
 import importlib
 
 _EXPORTS = {
+    "dist_backend_for": "distributed",
     "launch": "distributed",
+    "launch_from_args": "distributed",
     "torchrun_env": "distributed",
-    "PreemptionHook": "preemption",
-    "PREEMPTED_EXIT_CODE": "preemption",
-    "install_handlers": "preemption",
-    "request_stop": "preemption",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,9 +1,9 @@
 """A training/evaluation run of tools/train_net.py as a submitit job that requeues itself.
 
 Each submitit task is one training process (one GPU): the job reads its rank from the Slurm (or
-submitit-local) environment, exports the torchrun variables and lets
-:func:`mlla_rtdetr.launch.distributed.launch` join that process group, then runs train_net's
-``main(args)`` in-process. On preemption/time-out the trainer's :class:`PreemptionHook` saves the
+submitit-local) environment, exports the torchrun variables and runs train_net's ``main(args)``
+in-process through :func:`mlla_rtdetr.launch.launch_from_args`, which joins that process group.
+On preemption/time-out the trainer's :class:`~mlla_rtdetr.engine.PreemptionHook` saves the
 current iteration and hands over to submitit, which calls :meth:`TrainJob.checkpoint` to get the
 resubmission (the same run with ``--resume``) and requeues it.
 """
@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import submitit
+from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
+
+from ..engine.preemption import PREEMPTED_EXIT_CODE, stop_requested
+from .distributed import launch_from_args
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TRAIN_NET = REPO_ROOT / "tools" / "train_net.py"
@@ -37,14 +41,8 @@ def load_script(path: Path):
 
 
 def parse_train_args(module, argv: Sequence[str]):
-    """Parse ``argv`` with the script's own argument parser (detectron2's by default)."""
-    for attr in ("default_argument_parser", "get_parser", "build_argument_parser"):
-        factory = getattr(module, attr, None)
-        if callable(factory):
-            return factory().parse_args(list(argv))
-    from detectron2.engine import default_argument_parser
-
-    return default_argument_parser().parse_args(list(argv))
+    """Parse ``argv`` with the script's argument parser (train_net's ``default_argument_parser``)."""
+    return module.default_argument_parser().parse_args(list(argv))
 
 
 def with_resume(argv: Sequence[str]) -> List[str]:
@@ -85,8 +83,6 @@ class TrainJob(submitit.helpers.Checkpointable):
             update_record(self.run_dir, **fields)
 
     def __call__(self):
-        from .distributed import launch
-
         job_env = submitit.JobEnvironment()
         dist_env = submitit.helpers.TorchDistributedEnvironment()
         # Tasks of one node see all of its GPUs; train_net selects cuda:LOCAL_RANK.
@@ -112,7 +108,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         args.num_machines = dist_env.world_size // dist_env.local_world_size
         args.machine_rank = job_env.node
         try:
-            result = launch(module.main, 1, args=(args,), backend=_backend(args))
+            result = launch_from_args(module.main, args)
         except SystemExit as e:
             if e.code not in (0, None):
                 self._update_record(rank, status="requeued" if _requeued(e) else "failed", returncode=e.code)
@@ -132,37 +128,15 @@ class TrainJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(job)
 
 
-def _backend(args) -> str:
-    """The process-group backend train_net would use: its --dist-backend, else from the config's
-    training device (gloo for CPU training even on GPU nodes)."""
-    requested = getattr(args, "dist_backend", "auto")
-    if requested != "auto":
-        return requested
-    try:
-        from mlla_rtdetr.engine.defaults import load_config
-        from mlla_rtdetr.engine.launch import dist_backend_for, resolve_device
-
-        return dist_backend_for(resolve_device(load_config(args.config_file, args.opts).train.device))
-    except Exception:  # any config problem surfaces, with its own message, inside main()
-        return "auto"
-
-
 def _requeued(e: SystemExit) -> bool:
     """The job stopped to be requeued (preemption/time-out), not because it failed."""
-    from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
-
-    from .preemption import PREEMPTED_EXIT_CODE, stop_requested
-
     return stop_requested() is not None or e.code in (LOCAL_REQUEUE_RETURN_CODE, PREEMPTED_EXIT_CODE, -1)
 
 
 def _plain(result):
     """Keep the job's pickled result small and free of tensors/config objects."""
-    if isinstance(result, dict):
-        try:
-            from detectron2.evaluation.testing import flatten_results_dict
+    if not isinstance(result, dict):
+        return None
+    from detectron2.evaluation.testing import flatten_results_dict
 
-            return {k: float(v) for k, v in flatten_results_dict(result).items()}
-        except Exception:
-            return None
-    return None
+    return {k: float(v) for k, v in flatten_results_dict(result).items() if isinstance(v, (int, float))}

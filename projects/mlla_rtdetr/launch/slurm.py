@@ -9,6 +9,8 @@ from typing import Dict, List, Optional, Sequence
 
 import submitit
 
+from ..errors import ConfigError, UserError
+
 
 def parse_time(text: str) -> int:
     """Slurm time limit -> minutes. Accepts ``MM``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``, ``90m``, ``4h``."""
@@ -20,7 +22,7 @@ def parse_time(text: str) -> int:
         return max(1, int(round(minutes)))
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
     if not m:
-        raise ValueError(
+        raise ConfigError(
             f"Cannot read time limit '{text}': use minutes ('240'), 'HH:MM:SS', 'D-HH:MM' or '4h'."
         )
     days, a, b, c = (int(g) if g is not None else None for g in m.groups())
@@ -45,7 +47,7 @@ def parse_sbatch_options(items: Sequence[str]) -> Dict[str, str]:
         key, sep, value = text.partition("=")
         key = key.strip().replace("_", "-")
         if not key or not re.fullmatch(r"[a-z][a-z0-9-]*", key):
-            raise ValueError(f"Bad sbatch option '{item}': expected NAME=VALUE or NAME (e.g. qos=high).")
+            raise ConfigError(f"Bad sbatch option '{item}': expected NAME=VALUE or NAME (e.g. qos=high).")
         out[key] = value.strip() if sep else True
     return out
 
@@ -99,11 +101,11 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace, default_folder: Path) -> ClusterOptions:
     if args.nodes < 1:
-        raise ValueError("--nodes must be >= 1.")
+        raise ConfigError("--nodes must be >= 1.")
     if args.gpus_per_node < 0:
-        raise ValueError("--gpus-per-node must be >= 0.")
+        raise ConfigError("--gpus-per-node must be >= 0.")
     if args.local and args.nodes != 1:
-        raise ValueError("--local runs on this machine only: use --nodes 1.")
+        raise ConfigError("--local runs on this machine only: use --nodes 1.")
     return ClusterOptions(
         folder=Path(args.submitit_dir) if args.submitit_dir else Path(default_folder),
         nodes=args.nodes,
@@ -177,7 +179,7 @@ def make_executor(opts: ClusterOptions) -> submitit.Executor:
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=opts.max_requeues)
     except RuntimeError as e:
-        raise RuntimeError(
+        raise UserError(
             f"{e} Submit from a Slurm login node, or use --local to run here "
             "(--dry-run prints the sbatch script anywhere)."
         ) from e

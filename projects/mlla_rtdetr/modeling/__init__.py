@@ -1,5 +1,5 @@
 """Modeling: backbones, hybrid encoder, RT-DETR decoder, matcher, criterion, meta-architecture."""
-from .backbone import PResNet  # noqa: F401
+from .backbone import HGNetv2, PResNet, TimmBackbone  # noqa: F401
 from .criterion import RTDETRCriterion
 from .decoder import MSDeformableAttention, RTDETRTransformer
 from .encoder import HybridEncoder  # noqa: F401
@@ -9,6 +9,8 @@ from .postprocess import RTDETRPostProcessor
 
 __all__ = [
     "PResNet",
+    "HGNetv2",
+    "TimmBackbone",
     "HybridEncoder",
     "MSDeformableAttention",
     "RTDETRTransformer",

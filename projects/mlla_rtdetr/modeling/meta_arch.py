@@ -20,6 +20,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 from torchvision.ops import box_convert
 
+from ..errors import ConfigError
 from .layers import fold_conv_norms
 from .postprocess import RTDETRPostProcessor
 
@@ -89,6 +90,7 @@ class RTDETR(nn.Module):
             shapes = backbone.output_shape()
             in_features = sorted(shapes, key=lambda k: shapes[k].stride)
         self.in_features = list(in_features)
+        self._check_wiring()
         div = size_divisibility or getattr(backbone, "size_divisibility", 0) or 32
         self.size_divisibility = max(int(div), 32)
         self.eval_size = tuple(int(v) for v in eval_size) if eval_size else None
@@ -98,6 +100,38 @@ class RTDETR(nn.Module):
         self.channels_last = False
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+    def _check_wiring(self) -> None:
+        """The encoder must expect the maps the backbone gives (channels and strides, in
+        ``in_features`` order) and the decoder the strides the encoder gives; a mismatch is a
+        config mistake, reported here rather than as a shape error in the first forward."""
+        if not hasattr(self.backbone, "output_shape"):
+            return
+        shapes = self.backbone.output_shape()
+        unknown = [f for f in self.in_features if f not in shapes]
+        if unknown:
+            raise ConfigError(f"model.in_features {unknown} are not backbone outputs {list(shapes)}.")
+        channels = [int(shapes[f].channels) for f in self.in_features]
+        strides = [int(shapes[f].stride) for f in self.in_features]
+        enc_channels = getattr(self.encoder, "in_channels", None)
+        enc_strides = getattr(self.encoder, "feat_strides", None)
+        if (enc_channels is not None and list(enc_channels) != channels) or (
+            enc_strides is not None and list(enc_strides) != strides
+        ):
+            raise ConfigError(
+                f"The encoder expects maps with in_channels={list(enc_channels)} at feat_strides="
+                f"{list(enc_strides)}, but the backbone ({type(self.backbone).__name__}) gives "
+                f"{channels} at {strides} for in_features {self.in_features}. Leave "
+                "model.encoder.in_channels / feat_strides to the backbone (\"${backbone_channels:${..backbone}}\" / "
+                "\"${backbone_strides:${..backbone}}\", as in configs/models/rtdetr_r50vd.py) or set them to these values."
+            )
+        out_strides = getattr(self.encoder, "out_strides", None)
+        dec_strides = getattr(self.decoder, "feat_strides", None)
+        if out_strides is not None and dec_strides is not None and list(dec_strides[: len(out_strides)]) != list(out_strides):
+            raise ConfigError(
+                f"model.decoder.feat_strides {list(dec_strides)} do not match the encoder's output strides "
+                f"{list(out_strides)}; use \"${{..encoder.feat_strides}}\" or these values."
+            )
 
     @property
     def device(self) -> torch.device:
@@ -225,9 +259,6 @@ class RTDETR(nn.Module):
         self.eval()
         if hasattr(self.encoder, "deploy"):
             self.encoder.deploy()
-        for m in self.modules():
-            if m is not self and m is not self.encoder and hasattr(m, "convert_to_deploy"):
-                m.convert_to_deploy()
         fold_conv_norms(self)
         if channels_last:
             self.to(memory_format=torch.channels_last)

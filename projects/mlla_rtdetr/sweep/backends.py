@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..errors import ConfigError
 from .plan import RunSpec
 from .records import FAILED, FINISHED, RUNNING, update_record
 
@@ -33,7 +34,7 @@ def path_override(key: str, path) -> str:
         return f"{key}='{text}'"
     if '"' not in text:
         return f'{key}="{text}"'
-    raise ValueError(f"Path {text!r} contains both quote characters; choose another output directory.")
+    raise ConfigError(f"Path {text!r} contains both quote characters; choose another output directory.")
 
 
 def train_argv(run: RunSpec, num_gpus: Optional[int] = None, extra_args: Sequence[str] = ()) -> List[str]:
@@ -76,7 +77,7 @@ def _slot_envs(jobs: int, devices: Optional[Sequence[str]], gpus_per_run: int) -
         if devices:
             chunk = list(devices[slot * gpus_per_run:(slot + 1) * gpus_per_run])
             if len(chunk) < gpus_per_run:
-                raise ValueError(
+                raise ConfigError(
                     f"--devices {','.join(devices)} is too short for {jobs} parallel runs of "
                     f"{gpus_per_run} GPU(s) each."
                 )
@@ -101,7 +102,7 @@ def run_local(
     say ``failed``; the next sweep resumes them from their last checkpoint).
     """
     if jobs < 1:
-        raise ValueError("--jobs must be >= 1.")
+        raise ConfigError("--jobs must be >= 1.")
     envs = _slot_envs(jobs, devices, gpus_per_run)
     pending = list(zip(runs, commands))
     active: Dict[int, tuple] = {}  # slot -> (run, process, log file, start time)

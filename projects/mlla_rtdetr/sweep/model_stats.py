@@ -1,8 +1,10 @@
-"""Parameter and FLOP counts of a run's model, from its config (for result tables).
+"""Parameter and FLOP counts and latency of a run's model, from its config (for result tables).
 
 Parameters are counted on the ``meta`` device (no memory, no weight init cost). GFLOPs come from
 fvcore on ``model.forward_raw`` through :mod:`mlla_rtdetr.utils.flops`, as in
-tools/analyze_model.py (GFLOPs = 2 x fvcore's multiply-add count).
+tools/analyze_model.py (GFLOPs = 2 x fvcore's multiply-add count). Latency is timed as
+tools/benchmark.py's ``inference`` mode does it (the same benchmark cases; every model timed
+interleaved, call by call, so that background load on a shared machine hits them alike).
 """
 from __future__ import annotations
 
@@ -19,16 +21,15 @@ logger = logging.getLogger(__name__)
 def load_run_config(record: dict, run_dir: Optional[Path] = None):
     """The LazyConfig a run trained with: its base config + overrides (from ``sweep_run.json``),
     else the ``config.yaml`` detectron2 saved in the run directory. None if neither loads."""
-    from detectron2.config import LazyConfig
+    from mlla_rtdetr.engine import load_config
 
     cfg_file = record.get("config_file")
     if cfg_file and Path(cfg_file).is_file():
-        cfg = LazyConfig.load(cfg_file)
         overrides = [o for o in record.get("overrides", []) if not o.startswith("train.output_dir=")]
-        return LazyConfig.apply_overrides(cfg, overrides)
+        return load_config(cfg_file, overrides)
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
         try:
-            return LazyConfig.load(str(Path(run_dir) / "config.yaml"))
+            return load_config(str(Path(run_dir) / "config.yaml"))
         except Exception as e:  # configs with non-serializable objects cannot round-trip
             logger.warning(f"Cannot load {Path(run_dir) / 'config.yaml'}: {e}")
     return None
@@ -77,12 +78,11 @@ def count_gflops(cfg, input_size: Optional[Sequence[int]] = None) -> float:
     """GFLOPs of one image through ``model.forward_raw`` at ``input_size`` (H, W), in eval mode
     and deploy form (RepVGG fused) if the model has ``deploy()``; the project's convention of
     tools/analyze_model.py (:func:`mlla_rtdetr.utils.flops.model_flops`: GFLOPs = 2 x GMACs)."""
-    from detectron2.config import instantiate
-
+    from mlla_rtdetr.engine import build_model
     from mlla_rtdetr.utils.flops import model_flops
 
     h, w = input_size or default_input_size(cfg)
-    model = instantiate(cfg.model).eval()
+    model = build_model(cfg, checkpoint="").eval()
     if hasattr(model, "deploy"):
         model.deploy()
     if not hasattr(model, "forward_raw"):
@@ -110,3 +110,36 @@ class StatsCache:
                 out["gflops_input_size"] = list(self.input_size or default_input_size(cfg))
             self._cache[key] = out
         return dict(self._cache[key])
+
+
+def inference_spec(record: dict, input_size: Sequence[int], threads: Optional[int] = None,
+                   device: str = "cpu") -> dict:
+    """The tools/benchmark.py ``inference`` case of a run's model: ``forward_raw`` of one image at
+    ``input_size`` (H, W) after ``deploy()``, random weights (latency does not depend on them)."""
+    overrides = [o for o in record.get("overrides", []) if not o.startswith("train.output_dir=")]
+    return {"kind": "inference", "config_file": record["config_file"], "overrides": overrides,
+            "input_size": [int(input_size[0]), int(input_size[-1])], "batch_size": 1, "deploy": True,
+            "device": device, "threads": threads, "seed": 0}
+
+
+def measure_latencies(specs: Dict[str, dict], warmup: int = 3, iters: int = 10,
+                      progress=None) -> Dict[str, dict]:
+    """Median latency (ms) of each benchmark case, all timed interleaved in this process.
+
+    Returns ``{key: {"latency_ms": median, "latency_min_ms": min, "latency_setup": {...}}}``.
+    """
+    from mlla_rtdetr.utils.bench_cases import build_case
+    from mlla_rtdetr.utils.timing import measure_interleaved
+
+    cases = {key: build_case(spec) for key, spec in specs.items()}
+    device = next(iter(cases.values())).device if cases else "cpu"
+    stats = measure_interleaved({k: c.fn for k, c in cases.items()}, warmup=warmup, iters=iters,
+                                device=device, progress=progress)
+    out = {}
+    for key, spec in specs.items():
+        setup = {"input_size": spec["input_size"], "batch_size": 1, "deploy": True, "device": device,
+                 "threads": torch.get_num_threads(), "iters": iters,
+                 "method": f"median of {iters} calls interleaved with {len(specs) - 1} other model(s)"}
+        out[key] = {"latency_ms": stats[key].median, "latency_min_ms": stats[key].min, "latency_setup": setup}
+    return out
+

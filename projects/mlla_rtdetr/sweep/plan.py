@@ -9,6 +9,15 @@ LazyConfig override syntax (the Hydra override grammar) with several values::
 
 Each run gets its own output directory whose name lists the swept values, e.g.
 ``attention=mlla,seed=1`` (the Hydra multirun naming convention).
+
+A list of runs (``--run`` / ``--runs-file``) may label its runs: in ``LABELS | OVERRIDES`` the
+``key=value`` pairs left of ``|`` name the run (they are its table columns and directory name)
+and the overrides right of it are what the run changes::
+
+    placement=none       |
+    placement=fusion     | model.encoder.fpn_fusion=mlla model.encoder.pan_fusion=mlla
+
+A list can be combined with grid axes (e.g. seeds): every run of the list x every grid point.
 """
 from __future__ import annotations
 
@@ -16,7 +25,10 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from ..config import config_path
+from ..errors import ConfigError
 
 CONFIG_AXIS = "config"
 """Name of the pseudo-axis over base config files when a sweep has more than one."""
@@ -30,6 +42,18 @@ class Axis:
 
     key: str
     values: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LabeledRun:
+    """One run of a list given as ``labels | overrides``: ``labels`` name it in tables and
+    directory names, ``overrides`` are applied to the config."""
+
+    labels: Tuple[Tuple[str, str], ...]
+    overrides: Tuple[str, ...]
+
+
+RunLine = Union[Sequence[str], LabeledRun]
 
 
 @dataclass
@@ -72,7 +96,7 @@ def split_override(text: str) -> Tuple[str, str]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
-        raise ValueError(
+        raise ConfigError(
             f"'{text}' is not a config override: expected 'dotted.key=value' "
             "(e.g. 'train.seed=0' or, to sweep, 'train.seed=0,1,2')."
         )
@@ -89,15 +113,15 @@ def parse_axis(text: str) -> Axis:
     try:
         override = _override_parser().parse_overrides([text])[0]
     except Exception as e:  # hydra raises several exception types for grammar errors
-        raise ValueError(f"Cannot parse sweep axis '{text}': {e}") from e
+        raise ConfigError(f"Cannot parse sweep axis '{text}': {e}") from e
     if override.is_sweep_override():
         values = tuple(str(v) for v in override.sweep_string_iterator())
     else:
         values = (value,)
     if not values:
-        raise ValueError(f"Sweep axis '{text}' has no values.")
+        raise ConfigError(f"Sweep axis '{text}' has no values.")
     if len(set(values)) != len(values):
-        raise ValueError(f"Sweep axis '{text}' repeats a value: {list(values)}.")
+        raise ConfigError(f"Sweep axis '{text}' repeats a value: {list(values)}.")
     return Axis(key=key, values=values)
 
 
@@ -139,15 +163,14 @@ def run_name(swept: Dict[str, str], names: Dict[str, str]) -> str:
 
 def _check_config_files(config_files: Sequence[str]) -> None:
     if not config_files:
-        raise ValueError("A sweep needs at least one base config (--config-file).")
+        raise ConfigError("A sweep needs at least one base config (--config-file).")
     for cfg in config_files:
-        if not Path(cfg).is_file():
-            raise FileNotFoundError(f"Base config '{cfg}' does not exist.")
+        config_path(cfg)  # a missing config is an error naming the closest ones
     if len(set(config_files)) != len(config_files):
-        raise ValueError(f"A base config is given twice: {list(config_files)}.")
+        raise ConfigError(f"A base config is given twice: {list(config_files)}.")
     stems = [Path(c).stem for c in config_files]
     if len(set(stems)) != len(stems):
-        raise ValueError(
+        raise ConfigError(
             f"Base configs must have distinct file names to name runs apart: {list(config_files)}."
         )
 
@@ -169,17 +192,35 @@ def _finish(
     for cfg, overrides, swept in combos:
         name = run_name(swept, names)
         if name in seen:
-            raise ValueError(
+            raise ConfigError(
                 f"Two runs would share the output directory '{name}': {seen[name].swept} and "
                 f"{swept}. Make the swept values distinct."
             )
         out = Path(output_root) / name
         # absolute: records stay valid whatever directory later tools run from
-        spec = RunSpec(name=name, config_file=str(Path(cfg).resolve()), overrides=overrides, swept=swept,
+        spec = RunSpec(name=name, config_file=str(config_path(cfg)), overrides=overrides, swept=swept,
                        output_dir=out)
         seen[name] = spec
         runs.append(spec)
     return runs
+
+
+def _check_axes(axes: Sequence[Axis], fixed: Sequence[str]) -> Tuple[List[Axis], List[str]]:
+    """Validate grid axes against each other and the fixed overrides; returns (axes with several
+    values, ``key=value`` overrides of the single-valued ones)."""
+    for text in fixed:
+        split_override(text)
+    keys = [a.key for a in axes]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ConfigError(f"Axis {dup} is given more than once; list all its values in one --set.")
+    fixed_keys = {split_override(t)[0] for t in fixed}
+    both = sorted(fixed_keys & set(keys))
+    if both:
+        raise ConfigError(f"Key {both} is both fixed and swept.")
+    named = [a for a in axes if len(a.values) > 1]
+    single = [f"{a.key}={a.values[0]}" for a in axes if len(a.values) == 1]
+    return named, single
 
 
 def expand_grid(
@@ -197,19 +238,7 @@ def expand_grid(
         fixed: extra ``key=value`` overrides applied to every run (before the swept ones).
     """
     _check_config_files(config_files)
-    for text in fixed:
-        split_override(text)
-    keys = [a.key for a in axes]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise ValueError(f"Axis {dup} is given more than once; list all its values in one --set.")
-    fixed_keys = {split_override(t)[0] for t in fixed}
-    both = sorted(fixed_keys & set(keys))
-    if both:
-        raise ValueError(f"Key {both} is both fixed and swept.")
-
-    named = [a for a in axes if len(a.values) > 1]
-    single = [f"{a.key}={a.values[0]}" for a in axes if len(a.values) == 1]
+    named, single = _check_axes(axes, fixed)
 
     def combos():
         for cfg in config_files:
@@ -226,48 +255,75 @@ def expand_grid(
 
 def expand_list(
     config_files: Sequence[str],
-    runs: Sequence[Sequence[str]],
+    runs: Sequence[RunLine],
     output_root: Path,
     fixed: Sequence[str] = (),
+    axes: Sequence[Axis] = (),
 ) -> List[RunSpec]:
-    """An explicit list of runs, each a list of ``key=value`` overrides (applied to each config).
+    """An explicit list of runs (each applied to each config), optionally times grid ``axes``.
 
-    The keys named by any run are the swept columns; a run that omits a key uses the config's
-    value and shows ``-`` for it in tables.
+    A run is a list of ``key=value`` overrides - the keys named by any run are the swept columns;
+    a run that omits a key uses the config's value and shows ``-`` for it in tables - or a
+    :class:`LabeledRun`, whose labels are its columns instead. With ``axes`` (e.g. seeds), every
+    run of the list is combined with every grid point (the list varies slowest).
     """
     _check_config_files(config_files)
     if not runs:
-        raise ValueError("The run list is empty.")
+        raise ConfigError("The run list is empty.")
+    named, single = _check_axes(axes, fixed)
+    axis_keys = {a.key for a in axes}
     parsed = []
     for run in runs:
-        pairs = [split_override(t) for t in run]
+        labels = dict(run.labels) if isinstance(run, LabeledRun) else {}
+        overrides = list(run.overrides) if isinstance(run, LabeledRun) else list(run)
+        pairs = [split_override(t) for t in overrides]
         ks = [k for k, _ in pairs]
         dup = sorted({k for k in ks if ks.count(k) > 1})
         if dup:
-            raise ValueError(f"Run {list(run)} sets {dup} twice.")
-        parsed.append(pairs)
+            raise ConfigError(f"Run {overrides} sets {dup} twice.")
+        both = sorted(axis_keys & (set(ks) | set(labels)))
+        if both:
+            raise ConfigError(f"Run {overrides or labels} sets {both}, which is also a grid axis.")
+        parsed.append((labels or dict(pairs), overrides))
 
     def combos():
         for cfg in config_files:
-            for pairs in parsed:
-                swept: Dict[str, str] = {}
-                if len(config_files) > 1:
-                    swept[CONFIG_AXIS] = str(cfg)
-                swept.update(dict(pairs))
-                yield cfg, list(fixed) + [f"{k}={v}" for k, v in pairs], swept
+            for columns, overrides in parsed:
+                for values in itertools.product(*[a.values for a in named]):
+                    swept: Dict[str, str] = {}
+                    if len(config_files) > 1:
+                        swept[CONFIG_AXIS] = str(cfg)
+                    swept.update(columns)
+                    swept.update({a.key: v for a, v in zip(named, values)})
+                    yield cfg, (list(fixed) + single + overrides
+                                + [f"{a.key}={v}" for a, v in zip(named, values)]), swept
 
     return _finish(config_files, combos(), output_root)
 
 
-def load_run_list(path: str) -> List[List[str]]:
-    """Read a run list file: one run per line, overrides separated by spaces; ``#`` comments."""
+def parse_run_line(line: str) -> RunLine:
+    """One run of a list: ``k=v k2=v2`` (overrides) or ``label=x ... | k=v ...`` (labelled)."""
     import shlex
 
-    runs = []
+    if "|" not in line:
+        return shlex.split(line)
+    left, _, right = line.partition("|")
+    labels = [split_override(t) for t in shlex.split(left)]
+    if not labels:
+        raise ConfigError(f"'{line.strip()}': nothing left of '|'; write the run's labels there (e.g. placement=none).")
+    keys = [k for k, _ in labels]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"'{line.strip()}' repeats a label key.")
+    return LabeledRun(labels=tuple(labels), overrides=tuple(shlex.split(right)))
+
+
+def load_run_list(path: str) -> List[RunLine]:
+    """Read a run list file: one run per line (see :func:`parse_run_line`); ``#`` comments."""
+    runs: List[RunLine] = []
     for line in Path(path).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            runs.append(shlex.split(line))
+            runs.append(parse_run_line(line))
     return runs
 
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..errors import DataError
+
 RUN_RECORD = "sweep_run.json"
 MODEL_STATS = "model_stats.json"
 SWEEP_MANIFEST = "sweep.json"
@@ -48,7 +50,7 @@ def read_json(path: Path) -> Optional[Any]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); delete or fix it.") from e
+        raise DataError(f"{path} is not valid JSON ({e}); delete or fix it.") from e
 
 
 def read_record(run_dir: Path) -> Optional[Dict[str, Any]]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..errors import PathNotFoundError
 from .records import MODEL_STATS, RUN_RECORD, SWEEP_MANIFEST, read_json, read_model_stats, read_record
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def find_run_dirs(roots: Sequence[Path], max_depth: int = 3) -> List[Path]:
     for root in roots:
         root = Path(root)
         if not root.exists():
-            raise FileNotFoundError(f"Results directory '{root}' does not exist.")
+            raise PathNotFoundError(f"Results directory '{root}' does not exist.")
         if _is_run_dir(root):
             found.append(root)
             continue

@@ -1,6 +1,6 @@
-"""Helpers shared by the analysis / benchmark / demo / export tools in ``tools/``.
+"""Code shared by the analysis / benchmark / demo / export tools in ``tools/`` (they load configs
+and build models with :func:`mlla_rtdetr.engine.load_config` / :func:`~mlla_rtdetr.engine.build_model`).
 
-* :mod:`.config`     loading a LazyConfig with ``key=value`` overrides, building a model from it.
 * :mod:`.flops`      parameter counts and fvcore FLOP counting (fvcore counts one multiply-add as
                      one flop, i.e. MACs; we report GFLOPs = 2 x MACs like the RT-DETR papers).
 * :mod:`.timing`     latency measurement (warm-up, medians, interleaved comparisons), peak memory.

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import build_model, load_config
+from mlla_rtdetr.engine import build_model, load_config, resolve_device
 
 SPEC_KINDS = ("inference", "train_step", "encoder_blocks", "encoder", "attention")
 
@@ -53,10 +53,7 @@ class Case:
 
 
 def _device(spec: Dict[str, Any]) -> str:
-    device = spec.get("device", "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device} requested but CUDA is not available.")
-    return device
+    return str(resolve_device(spec.get("device", "cpu")))
 
 
 def _seeded_rand(*shape, seed: int = 0, device="cpu") -> torch.Tensor:

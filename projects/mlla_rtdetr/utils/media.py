@@ -6,7 +6,10 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+from mlla_rtdetr.data.image_io import IMAGE_EXTENSIONS
+
+from ..errors import PathNotFoundError
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
@@ -21,12 +24,12 @@ def collect_images(inputs: List[str]) -> List[str]:
         if os.path.isdir(path):
             found = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
             if not found:
-                raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in folder '{path}'.")
+                raise PathNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in folder '{path}'.")
             files += found
         elif os.path.isfile(path):
             files.append(path)
         else:
-            raise FileNotFoundError(f"Input '{path}' is neither a file nor a folder.")
+            raise PathNotFoundError(f"Input '{path}' is neither a file nor a folder.")
     return files
 
 
@@ -35,7 +38,7 @@ def read_video_frames(path: str, max_frames: Optional[int] = None) -> Iterator[n
     import av
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Video '{path}' does not exist.")
+        raise PathNotFoundError(f"Video '{path}' does not exist.")
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError(f"'{path}' has no video stream.")

@@ -1,22 +1,8 @@
-"""MLLA-RT-DETR-B: MLLA-B backbone (C=96, depths 3-6-21-6, heads 3-6-12-24) with the hybrid
-encoder and decoder of RT-DETR-R101 (encoder width 384, FFN 2048; 6 decoder layers).
-Backbone drop path 0.1 (the only official MLLA-B detection config, 1x)."""
-from detectron2.config import LazyCall as L
+"""MLLA-RT-DETR-B: the MLLA-S model (``mlla_rtdetr_s.py``: depths 3-6-21-6, RT-DETR-R101's encoder
+and decoder) with the MLLA-B backbone width (C=96, heads 3-6-12-24). Backbone drop path 0.1 (the
+only official MLLA-B detection config, 1x)."""
+from .mlla_rtdetr_s import model
 
-from mlla_rtdetr.modeling.backbone.mlla import MLLABackbone
-
-from .mlla_rtdetr_t import IMAGENET_MEAN, IMAGENET_STD
-from .rtdetr_r101vd import model
-
-model.backbone = L(MLLABackbone)(
-    embed_dim=96,
-    depths=(3, 6, 21, 6),
-    num_heads=(3, 6, 12, 24),
-    mlp_ratio=4.0,
-    drop_path_rate=0.1,
-    out_features=("res3", "res4", "res5"),
-    use_checkpoint=False,
-)
-model.encoder.in_channels = [192, 384, 768]
-model.pixel_mean = IMAGENET_MEAN
-model.pixel_std = IMAGENET_STD
+model.backbone.embed_dim = 96
+model.backbone.num_heads = (3, 6, 12, 24)
+model.backbone.drop_path_rate = 0.1

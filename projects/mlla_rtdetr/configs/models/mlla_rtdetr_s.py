@@ -1,22 +1,10 @@
-"""MLLA-RT-DETR-S: MLLA-S backbone (C=64, depths 3-6-21-6, heads 2-4-8-16) with the hybrid
-encoder and decoder of RT-DETR-R101 (encoder width 384, FFN 2048; 6 decoder layers).
-Backbone drop path 0.3 (official MLLA-S 3x detection config)."""
-from detectron2.config import LazyCall as L
+"""MLLA-RT-DETR-S: the MLLA-T model (``mlla_rtdetr_t.py``) with the MLLA-S backbone (C=64, depths
+3-6-21-6, heads 2-4-8-16; drop path 0.3 as in the official MLLA-S 3x detection config) and the
+hybrid encoder and decoder widths of RT-DETR-R101 (``rtdetr_r101vd.py``: encoder width 384, FFN
+2048; 6 decoder layers)."""
+from .mlla_rtdetr_t import model
 
-from mlla_rtdetr.modeling.backbone.mlla import MLLABackbone
-
-from .mlla_rtdetr_t import IMAGENET_MEAN, IMAGENET_STD
-from .rtdetr_r101vd import model
-
-model.backbone = L(MLLABackbone)(
-    embed_dim=64,
-    depths=(3, 6, 21, 6),
-    num_heads=(2, 4, 8, 16),
-    mlp_ratio=4.0,
-    drop_path_rate=0.3,
-    out_features=("res3", "res4", "res5"),
-    use_checkpoint=False,
-)
-model.encoder.in_channels = [128, 256, 512]
-model.pixel_mean = IMAGENET_MEAN
-model.pixel_std = IMAGENET_STD
+model.backbone.depths = (3, 6, 21, 6)
+model.encoder.hidden_dim = 384
+model.encoder.dim_feedforward = 2048
+model.decoder.feat_channels = [384, 384, 384]

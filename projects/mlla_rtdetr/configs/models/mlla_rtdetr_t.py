@@ -24,6 +24,5 @@ model.backbone = L(MLLABackbone)(
     out_features=("res3", "res4", "res5"),
     use_checkpoint=False,
 )
-model.encoder.in_channels = [128, 256, 512]
 model.pixel_mean = IMAGENET_MEAN
 model.pixel_std = IMAGENET_STD

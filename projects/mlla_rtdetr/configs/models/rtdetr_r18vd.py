@@ -5,6 +5,5 @@ from .rtdetr_r50vd import model, rtdetr_v1  # noqa: F401
 model.backbone.depth = 18
 model.backbone.freeze_at = -1
 model.backbone.freeze_norm = False
-model.encoder.in_channels = [128, 256, 512]
 model.encoder.expansion = 0.5
 model.decoder.num_layers = 3

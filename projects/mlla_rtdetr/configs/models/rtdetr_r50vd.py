@@ -25,8 +25,10 @@ model = L(RTDETR)(
         act="relu",
     ),
     encoder=L(HybridEncoder)(
-        in_channels=[512, 1024, 2048],
-        feat_strides=[8, 16, 32],
+        # from backbone.output_shape(), finest first (ResNet-50-vd: [512, 1024, 2048] at [8, 16, 32]);
+        # any other backbone needs no edit here (mlla_rtdetr.config resolvers)
+        in_channels="${backbone_channels:${..backbone}}",
+        feat_strides="${backbone_strides:${..backbone}}",
         hidden_dim=256,
         use_encoder_idx=[2],
         num_encoder_layers=1,
@@ -45,7 +47,7 @@ model = L(RTDETR)(
         hidden_dim=256,
         num_queries=300,
         feat_channels=[256, 256, 256],
-        feat_strides=[8, 16, 32],
+        feat_strides="${..encoder.feat_strides}",
         num_levels=3,
         num_points=4,  # 4 points on each of the 3 levels (official v2 YAML: [4, 4, 4])
         nhead=8,

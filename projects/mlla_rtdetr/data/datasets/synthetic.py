@@ -25,13 +25,13 @@ from PIL import Image, ImageDraw
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .coco import load_coco_json_checked, register_materializer
+from .base import default_cache_dir, register_materializer
+from .coco import load_coco_json_checked
 
 __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_CATEGORY_IDS",
     "SyntheticShapesConfig",
-    "default_cache_dir",
     "generate_synthetic_shapes",
     "ensure_synthetic_shapes",
     "register_synthetic_shapes",
@@ -81,10 +81,6 @@ class SyntheticShapesConfig:
     def digest(self) -> str:
         payload = json.dumps({"v": FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("MLLA_RTDETR_CACHE") or Path.home() / ".cache" / "mlla_rtdetr")
 
 
 # ----------------------------------------------------------------------------- drawing

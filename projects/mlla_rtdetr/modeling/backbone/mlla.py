@@ -15,7 +15,7 @@ load 1:1 apart from the derived RoPE tables (see ``checkpoint/mlla_converter.py`
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -89,22 +89,23 @@ class Stem(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """MBConv-style downsampling C -> 2C, stride 2: 1x1 conv to 8C + ReLU, depthwise 3x3/2 + ReLU,
-    1x1 conv to 2C + BatchNorm. Odd H or W is zero-padded by one row/column at the bottom/right
-    (before the first conv), so the output is ceil(H/2) x ceil(W/2)."""
+    """MBConv-style downsampling C -> 2C (or ``out_dim``), stride 2: 1x1 conv to 8C + ReLU,
+    depthwise 3x3/2 + ReLU, 1x1 conv to 2C + BatchNorm. Odd H or W is zero-padded by one
+    row/column at the bottom/right (before the first conv), so the output is ceil(H/2) x ceil(W/2)."""
 
-    def __init__(self, dim: int, ratio: float = 4.0):
+    def __init__(self, dim: int, ratio: float = 4.0, out_dim: Optional[int] = None):
         super().__init__()
         hidden = int(2 * dim * ratio)
         self.dim = dim
+        self.out_dim = 2 * dim if out_dim is None else out_dim
         self.conv = nn.Sequential(
             ConvNormAct(dim, hidden, 1, bias=True, norm=None, act="relu"),
             ConvNormAct(hidden, hidden, 3, 2, groups=hidden, bias=True, norm=None, act="relu"),
-            ConvNormAct(hidden, 2 * dim, 1, bias=True),
+            ConvNormAct(hidden, self.out_dim, 1, bias=True),
         )
 
     def forward(self, x: torch.Tensor, hw: HW) -> Tuple[torch.Tensor, HW]:
-        """x: (B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), 2C) and the new (h, w)."""
+        """x: (B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), out_dim) and the new (h, w)."""
         h, w = hw
         x = tokens_to_map(x, hw)
         if h % 2 or w % 2:

@@ -4,21 +4,26 @@ The "d" variant has a deep stem of three 3x3 convs and, on every stride-2 downsa
 an average-pooled shortcut (AvgPool 2x2 -> 1x1 conv) instead of a strided 1x1 conv. Module
 names mirror the official ones (``conv1.conv1_1``, ``res_layers.{i}.blocks.{j}.branch2a``,
 ``short``...), so official checkpoints load by identity (see ``checkpoint/rtdetr_converter.py``).
+
+A :class:`~mlla_rtdetr.modeling.backbone.staged.StagedBackbone`: chosen stages can be replaced by
+other registered stage blocks (``stage_blocks``, e.g. MLLA stages) and blocks can be inserted after
+chosen stages (``insert_after``, e.g. an MLLA attention layer).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import Backbone
 from torch import nn
 
+from ...errors import ConfigError
 from ..layers import ConvNormAct, conv_norm_residual, freeze_batch_norm, get_activation
+from .staged import StagedBackbone, StageInfo
 
-__all__ = ["PResNet", "RESNET_VD_BLOCKS"]
+__all__ = ["PResNet", "RESNET_VD_BLOCKS", "projection_shortcut"]
 
 # Number of residual blocks per stage (res2..res5).
 RESNET_VD_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -26,7 +31,7 @@ _STAGE_NAMES = ("res2", "res3", "res4", "res5")
 _STAGE_STRIDES = (4, 8, 16, 32)
 
 
-def _shortcut(ch_in: int, ch_out: int, stride: int, variant: str, norm: str) -> nn.Module:
+def projection_shortcut(ch_in: int, ch_out: int, stride: int, variant: str, norm: str) -> nn.Module:
     """Projection shortcut; the "d" variant avg-pools before a stride-1 1x1 conv when stride is 2."""
     if variant == "d" and stride == 2:
         return nn.Sequential(
@@ -49,7 +54,7 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.shortcut = shortcut
         if not shortcut:
-            self.short = _shortcut(ch_in, ch_out, stride, variant, norm)
+            self.short = projection_shortcut(ch_in, ch_out, stride, variant, norm)
         self.branch2a = ConvNormAct(ch_in, ch_out, 3, stride, act=act, norm=norm)
         self.branch2b = ConvNormAct(ch_out, ch_out, 3, 1, act=None, norm=norm)
         self.act = get_activation(act)
@@ -77,7 +82,7 @@ class BottleNeck(nn.Module):
         self.branch2c = ConvNormAct(width, ch_out * self.expansion, 1, 1, norm=norm)
         self.shortcut = shortcut
         if not shortcut:
-            self.short = _shortcut(ch_in, ch_out * self.expansion, stride, variant, norm)
+            self.short = projection_shortcut(ch_in, ch_out * self.expansion, stride, variant, norm)
         self.act = get_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +118,7 @@ class Blocks(nn.Module):
         return x
 
 
-class PResNet(Backbone):
+class PResNet(StagedBackbone):
     """ResNet-vd backbone returning the requested stages as a dict.
 
     Args:
@@ -128,6 +133,11 @@ class PResNet(Backbone):
         act: activation of the stem and residual blocks.
         base_width: width of stage res2's bottleneck (64 in every official model); the stem and
             the other stages scale with it. Smaller values give tiny models for CPU tests.
+        stage_blocks: {stage name: stage block} - replace these stages by a registered block
+            (``STAGE_BLOCKS``, e.g. ``{"res4": "mlla", "res5": "mlla"}``); see ``staged.py``.
+            Replaced stages must not be frozen by ``freeze_at``.
+        insert_after: {stage name: stage block} - insert a registered block after these stages
+            (e.g. ``{"res5": "mlla_attention"}``). New blocks are never frozen.
 
     Input: (B, 3, H, W); output: {name: (B, C_name, ceil(H/stride), ceil(W/stride))}.
     """
@@ -141,6 +151,8 @@ class PResNet(Backbone):
         freeze_norm: bool = False,
         act: str = "relu",
         base_width: int = 64,
+        stage_blocks: Optional[Mapping] = None,
+        insert_after: Optional[Mapping] = None,
     ):
         super().__init__()
         if depth not in RESNET_VD_BLOCKS:
@@ -171,10 +183,12 @@ class PResNet(Backbone):
         out_channels = [w * block.expansion for w in widths]
         num_stages = _STAGE_NAMES.index(max(out_features, key=_STAGE_NAMES.index)) + 1
         self.res_layers = nn.ModuleList()
+        infos = []
         for i in range(num_stages):
             self.res_layers.append(
                 Blocks(block, ch_in, widths[i], RESNET_VD_BLOCKS[depth][i], i + 2, act=act, variant=variant)
             )
+            infos.append(StageInfo(ch_in, out_channels[i], 1 if i == 0 else 2, RESNET_VD_BLOCKS[depth][i]))
             ch_in = out_channels[i]
 
         self._out_features = [f for f in _STAGE_NAMES if f in out_features]
@@ -189,6 +203,15 @@ class PResNet(Backbone):
         self.freeze_norm = freeze_norm
         if freeze_norm:
             freeze_batch_norm(self)
+        frozen = [_STAGE_NAMES[i] for i in range(min(freeze_at, num_stages))]
+        if set(frozen) & set(stage_blocks or {}):
+            raise ConfigError(
+                f"stage_blocks replaces {sorted(set(frozen) & set(stage_blocks))}, which freeze_at={freeze_at} "
+                f"freezes; a new stage must train (lower freeze_at)."
+            )
+        # After freezing: replaced / inserted blocks are new and keep trainable norms.
+        self.set_stages([f"res_layers.{i}" for i in range(num_stages)], _STAGE_NAMES[:num_stages], infos,
+                        stage_blocks, insert_after)
 
     @staticmethod
     def _freeze(module: nn.Module) -> None:
@@ -207,13 +230,8 @@ class PResNet(Backbone):
             for f in self._out_features
         }
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, base_width, ceil(H/4), ceil(W/4)): deep stem + 3x3/2 max pool."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"PResNet expects (B, 3, H, W) images, got shape {tuple(x.shape)}.")
-        x = F.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)
-        outputs = {}
-        for name, stage in zip(_STAGE_NAMES, self.res_layers):
-            x = stage(x)
-            if name in self._out_features:
-                outputs[name] = x
-        return outputs
+        return F.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)

@@ -1,6 +1,7 @@
 """RT-DETR hybrid encoder: input projections, intra-scale interaction (AIFI or another registered
 block) on selected levels, and CCFF cross-scale fusion (top-down FPN + bottom-up PAN built from
-CSPRep layers of RepVGG blocks).
+fusion blocks: the official CSPRep layers of RepVGG blocks, or another registered block per
+FPN / PAN block, e.g. CSP layers of MLLA blocks).
 
 Module names follow the official RT-DETRv2 implementation (``input_proj.{i}.conv/norm``,
 ``encoder.{i}.layers.{j}``, ``lateral_convs``, ``fpn_blocks``, ``downsample_convs``,
@@ -15,88 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvNormAct, conv2d, get_activation
+from ..layers import ConvNormAct
+from .fusion import FUSION_BLOCKS, CSPRepLayer, RepVggBlock
 from .intra_scale import INTRA_SCALE_BLOCKS
 
 __all__ = ["RepVggBlock", "CSPRepLayer", "HybridEncoder"]
 
 
-class RepVggBlock(nn.Module):
-    """RepVGG block: act(BN(conv3x3(x)) + BN(conv1x1(x))), (B, C_in, H, W) -> (B, C_out, H, W).
-
-    :meth:`deploy` folds both branches and their BatchNorms into one biased 3x3 conv (``conv``),
-    which gives the same outputs in eval mode with a single convolution.
-    """
-
-    def __init__(self, ch_in: int, ch_out: int, act="relu"):
-        super().__init__()
-        self.ch_in = ch_in
-        self.ch_out = ch_out
-        self.conv1 = ConvNormAct(ch_in, ch_out, 3, 1, padding=1, act=None)
-        self.conv2 = ConvNormAct(ch_in, ch_out, 1, 1, padding=0, act=None)
-        self.act = get_activation(act)
-
-    @property
-    def deployed(self) -> bool:
-        return hasattr(self, "conv")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.deployed:
-            return conv2d(self.conv, x, self.act)
-        return self.act(self.conv1(x) + self.conv2(x))
-
-    @staticmethod
-    def _fuse(branch: ConvNormAct):
-        """(kernel, bias) of conv followed by BatchNorm (running statistics)."""
-        norm = branch.norm
-        std = (norm.running_var + norm.eps).sqrt()
-        scale = norm.weight / std
-        kernel = branch.conv.weight * scale.reshape(-1, 1, 1, 1)
-        bias = norm.bias - norm.running_mean * scale
-        if branch.conv.bias is not None:
-            bias = bias + branch.conv.bias * scale
-        return kernel, bias
-
-    def equivalent_kernel_bias(self):
-        k3, b3 = self._fuse(self.conv1)
-        k1, b1 = self._fuse(self.conv2)
-        return k3 + F.pad(k1, [1, 1, 1, 1]), b3 + b1
-
-    @torch.no_grad()
-    def deploy(self) -> None:
-        """Replace the two branches by one fused 3x3 conv (idempotent)."""
-        if self.deployed:
-            return
-        kernel, bias = self.equivalent_kernel_bias()
-        conv = nn.Conv2d(self.ch_in, self.ch_out, 3, 1, padding=1, bias=True).to(kernel.device, kernel.dtype)
-        conv.train(self.training)
-        conv.weight.copy_(kernel)
-        conv.bias.copy_(bias)
-        self.conv = conv
-        del self.conv1
-        del self.conv2
-
-
-class CSPRepLayer(nn.Module):
-    """CSP layer with RepVGG bottlenecks: conv3(bottlenecks(conv1(x)) + conv2(x)).
-
-    (B, C_in, H, W) -> (B, C_out, H, W); hidden width ``int(C_out * expansion)``; ``conv3`` is an
-    identity when the hidden width equals ``C_out``.
-    """
-
-    def __init__(self, in_channels, out_channels, num_blocks=3, expansion=1.0, bias=False, act="silu"):
-        super().__init__()
-        hidden = int(out_channels * expansion)
-        self.conv1 = ConvNormAct(in_channels, hidden, 1, 1, bias=bias, act=act)
-        self.conv2 = ConvNormAct(in_channels, hidden, 1, 1, bias=bias, act=act)
-        self.bottlenecks = nn.Sequential(*[RepVggBlock(hidden, hidden, act=act) for _ in range(num_blocks)])
-        if hidden != out_channels:
-            self.conv3 = ConvNormAct(hidden, out_channels, 1, 1, bias=bias, act=act)
-        else:
-            self.conv3 = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv3(self.bottlenecks(self.conv1(x)) + self.conv2(x))
+def _per_block(spec, n: int, what: str) -> list:
+    """One fusion-block spec per block: a single spec (name or mapping) is repeated."""
+    if isinstance(spec, (str, Mapping)):
+        return [spec] * n
+    specs = list(spec)
+    if len(specs) != n:
+        raise ValueError(f"{what} needs one entry per block ({n}), got {specs}.")
+    return specs
 
 
 class InputProjection(nn.Sequential):
@@ -123,6 +57,11 @@ class HybridEncoder(nn.Module):
         attention_cfg: extra keyword arguments for the block builder (dict, or one per level).
         expansion: hidden-width ratio of the CSPRep layers (0.5 for R18/R34/R50-m, 1.0 otherwise).
         depth_mult: number of RepVGG blocks per CSPRep layer is ``round(3 * depth_mult)``.
+        fpn_fusion, pan_fusion: fusion block of the top-down (FPN) / bottom-up (PAN) path, by
+            registry name (:data:`~mlla_rtdetr.modeling.encoder.fusion.FUSION_BLOCKS`: "csprep" =
+            official, "mlla" = CSP layer of MLLA blocks) or ``{"name": ..., **cfg}``; one value for
+            every block of the path or one per block. FPN block k produces level ``L-2-k`` (for 3
+            levels: stride 16, then stride 8); PAN block k produces level ``k+1`` (stride 16, then 32).
         act: activation of the CCFF convs.
         eval_spatial_size: (H, W) of eval images; the intra-scale position embedding for this size
             is precomputed (other sizes, and training, compute it on the fly).
@@ -148,6 +87,8 @@ class HybridEncoder(nn.Module):
         depth_mult: float = 1.0,
         act: str = "silu",
         eval_spatial_size: Optional[Sequence[int]] = None,
+        fpn_fusion: Union[str, Mapping, Sequence[Union[str, Mapping]]] = "csprep",
+        pan_fusion: Union[str, Mapping, Sequence[Union[str, Mapping]]] = "csprep",
     ):
         super().__init__()
         in_channels, feat_strides, use_encoder_idx = list(in_channels), list(feat_strides), list(use_encoder_idx)
@@ -199,15 +140,19 @@ class HybridEncoder(nn.Module):
         levels = len(in_channels)
         # Top-down FPN: from the coarsest level to the finest.
         self.lateral_convs = nn.ModuleList(ConvNormAct(hidden_dim, hidden_dim, 1, 1, act=act) for _ in range(levels - 1))
+        self.fpn_fusion = _per_block(fpn_fusion, levels - 1, "fpn_fusion")
+        self.pan_fusion = _per_block(pan_fusion, levels - 1, "pan_fusion")
         self.fpn_blocks = nn.ModuleList(
-            CSPRepLayer(hidden_dim * 2, hidden_dim, num_blocks, expansion=expansion, act=act) for _ in range(levels - 1)
+            FUSION_BLOCKS.build(spec, hidden_dim * 2, hidden_dim, num_blocks, expansion, act)
+            for spec in self.fpn_fusion
         )
         # Bottom-up PAN.
         self.downsample_convs = nn.ModuleList(
             ConvNormAct(hidden_dim, hidden_dim, 3, 2, act=act) for _ in range(levels - 1)
         )
         self.pan_blocks = nn.ModuleList(
-            CSPRepLayer(hidden_dim * 2, hidden_dim, num_blocks, expansion=expansion, act=act) for _ in range(levels - 1)
+            FUSION_BLOCKS.build(spec, hidden_dim * 2, hidden_dim, num_blocks, expansion, act)
+            for spec in self.pan_fusion
         )
 
     def _check_inputs(self, feats: Sequence[torch.Tensor]) -> None:

@@ -258,6 +258,10 @@ class MLLABlock(nn.Module):
 
     ``x = x + cpe1(x)``; ``x = x + out_proj(attn(silu(dwc(in_proj(norm1(x))))) * silu(act_proj(norm1(x))))``;
     ``x = x + cpe2(x)``; ``x = x + mlp(norm2(x))`` (stochastic depth on the two residual branches).
+
+    With an MLP width of 0 (``mlp_ratio=0`` or ``mlp_hidden_dim=0``) the block is its token mixer
+    only: the first two lines (CPE, gated linear attention with RoPE and LePE, residual), without
+    ``cpe2``, ``norm2`` and ``mlp``.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
@@ -275,10 +279,14 @@ class MLLABlock(nn.Module):
         self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias)
         self.out_proj = Linear(dim, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm2 = norm_layer(dim)
         hidden = mlp_hidden_dim if mlp_hidden_dim is not None else int(dim * mlp_ratio)
-        self.mlp = Mlp(dim, hidden, act=act, drop=drop)
+        if hidden < 0:
+            raise ValueError(f"MLP width must be >= 0 (0: token mixer only), got {hidden}.")
+        self.has_mlp = hidden > 0
+        if self.has_mlp:
+            self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+            self.norm2 = norm_layer(dim)
+            self.mlp = Mlp(dim, hidden, act=act, drop=drop)
 
     def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
         """x: (B, H*W, C) -> (B, H*W, C).
@@ -294,13 +302,15 @@ class MLLABlock(nn.Module):
         x = self.attn(x, hw) * gate
         stochastic = self.training and isinstance(self.drop_path, DropPath)
         x = shortcut + self.drop_path(self.out_proj(x)) if stochastic else linear(self.out_proj, x, residual=shortcut)
+        if not self.has_mlp:
+            return x
         x = _add_dw_conv(self.cpe2, x, hw)
         if stochastic:
             return x + self.drop_path(self.mlp(self.norm2(x)))
         return self.mlp(self.norm2(x), residual=x)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}"
+        return f"dim={self.dim}, num_heads={self.num_heads}" + ("" if self.has_mlp else ", token mixer only")
 
 
 def _add_dw_conv(conv: nn.Conv2d, x: torch.Tensor, hw: HW) -> torch.Tensor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from timm.layers import freeze_batch_norm_2d
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -22,19 +23,8 @@ def get_norm(norm: Optional[str], channels: int) -> nn.Module:
 
 
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
-    """Recursively replace every ``nn.BatchNorm2d`` by a ``FrozenBatchNorm2d`` that keeps its
-    statistics and affine values. Returns the (possibly new) module."""
-    if isinstance(module, nn.BatchNorm2d):
-        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
-        if module.affine:
-            frozen.weight.copy_(module.weight.detach())
-            frozen.bias.copy_(module.bias.detach())
-        if module.track_running_stats:
-            frozen.running_mean.copy_(module.running_mean)
-            frozen.running_var.copy_(module.running_var)
-        return frozen
-    for name, child in module.named_children():
-        new_child = freeze_batch_norm(child)
-        if new_child is not child:
-            setattr(module, name, new_child)
-    return module
+    """Recursively replace every BatchNorm by a frozen copy that keeps its statistics, affine
+    values and eps: ``nn.BatchNorm2d`` / ``SyncBatchNorm`` -> torchvision ``FrozenBatchNorm2d``,
+    timm's ``BatchNormAct2d`` -> ``FrozenBatchNormAct2d`` (its activation and dropout kept).
+    Returns the (possibly new) module; ``module`` itself is replaced when it is a BatchNorm."""
+    return freeze_batch_norm_2d(module)

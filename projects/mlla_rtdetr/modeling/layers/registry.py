@@ -1,6 +1,7 @@
 """Registries of interchangeable blocks, on fvcore's :class:`fvcore.common.registry.Registry`."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 from fvcore.common.registry import Registry as _FvcoreRegistry
@@ -39,3 +40,17 @@ class Registry(_FvcoreRegistry):
 
     def names(self):
         return sorted(self._obj_map)
+
+    def build(self, spec: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call the entry named by ``spec``: a registered name, or a mapping ``{"name": name,
+        **cfg}`` whose other items are extra keyword arguments (configs select and configure a
+        block in one value: ``"mlla"`` or ``{"name": "mlla", "num_layers": 1}``)."""
+        if isinstance(spec, str):
+            return self.get(spec)(*args, **kwargs)
+        if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+            cfg = {str(k): v for k, v in spec.items() if k != "name"}
+            return self.get(spec["name"])(*args, **kwargs, **cfg)
+        raise ValueError(
+            f"A {self._name} entry is a registered name or a mapping with a 'name' key, got {spec!r}. "
+            f"Registered: {sorted(self._obj_map)}."
+        )

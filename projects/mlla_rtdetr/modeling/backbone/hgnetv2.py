@@ -1,0 +1,78 @@
+"""PP-HGNetV2 L / X / H, the backbones of RT-DETR-L / X and RT-DETRv2-L / X / H.
+
+The official ``HGNetv2`` (lyuwenyu/RT-DETR ``rtdetrv2_pytorch/src/nn/backbone/hgnetv2.py``, a port
+of PaddleDetection's ``PPHGNetV2``) is the same network as timm's ``hgnetv2_b4`` / ``b5`` / ``b6``:
+stem 3-32-48 / 3-32-64 / 3-48-96, four stages of HG blocks (6 layers each, light 5x5 depthwise
+blocks in the last two stages), SE-style aggregation (1x1 squeeze to C/2, 1x1 excitation to C),
+``use_lab=False``. With the official settings (FrozenBatchNorm2d, ``freeze_at=0``) the timm model
+gives bit-identical maps to the official one (``tests/test_hgnetv2.py`` and the
+``rtdetrv2_hgnetv2_l`` parity fixture), so the family is built from timm, not re-implemented.
+
+Why timm's ``hgnetv2_b4`` reports 13,553,376 backbone parameters and the official L 13,507,680:
+timm builds trainable ``BatchNorm2d`` layers, whose 45,696 affine values (2 x the 22,848 BN
+channels) are parameters; the official backbone freezes every BatchNorm (``freeze_norm: True``),
+which turns them into buffers, leaving the conv weights only. The same holds for X
+(33,325,760 - 93,920 = 33,231,840) and H (69,013,472 - 166,416 = 68,847,056). Stem, ``use_lab``
+and the (dropped) classification head play no part. Only the random initialisation differs
+(timm: Kaiming-normal fan-out; official: fan-in), which matters only without ImageNet weights.
+
+Key names differ from the official ones only in spelling (``stages.1`` -> ``body.stages_1``,
+``aggregation_squeeze_conv`` / ``aggregation_excitation_conv`` -> ``aggregation.0`` / ``.1``,
+``stem2a.conv.1`` (after a ZeroPad2d) -> ``stem2a.conv``); ``checkpoint/rtdetr_converter.py`` maps
+the official detector checkpoints and the ImageNet ``PPHGNetV2_*_ssld_pretrained_from_paddle.pth``
+files.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence, Union
+
+from ...errors import ConfigError
+from .timm_backbone import TimmBackbone
+
+__all__ = ["HGNETV2_VARIANTS", "HGNetv2"]
+
+#: Official size name -> timm model of the same architecture.
+HGNETV2_VARIANTS: Dict[str, str] = {"L": "hgnetv2_b4", "X": "hgnetv2_b5", "H": "hgnetv2_b6"}
+
+
+class HGNetv2(TimmBackbone):
+    """HGNetv2 with the official constructor arguments (``name``, ``use_lab``, ``return_idx`` as
+    ``out_indices``, ``freeze_at``, ``freeze_norm``, ``pretrained``).
+
+    Args:
+        name: "L", "X" or "H".
+        out_indices: stages returned (official ``return_idx`` [1, 2, 3]: strides 8 / 16 / 32,
+            outputs ``res3`` / ``res4`` / ``res5`` with 512 / 1024 / 2048 channels for every size).
+        freeze_at: -1 trains everything; k >= 0 freezes the stem and the first k stages.
+        freeze_norm: FrozenBatchNorm2d everywhere (the official recipes set it).
+        use_lab: learnable affine (scale, bias) after every activation, as in the small
+            PP-HGNetV2 sizes (B0-B3); off in every official RT-DETR model.
+        pretrained: ``False`` or the path of a timm-format ``hgnetv2_b*`` checkpoint. The official
+            ImageNet files (``PPHGNetV2_{L,X,H}_ssld_pretrained_from_paddle.pth``) go through
+            ``train.init_checkpoint`` instead: they are detected and converted.
+
+    Input (B, 3, H, W) -> {"res3": (B, 512, H/8, W/8), "res4": (B, 1024, H/16, W/16),
+    "res5": (B, 2048, H/32, W/32)}.
+    """
+
+    def __init__(
+        self,
+        name: str = "L",
+        out_indices: Sequence[int] = (1, 2, 3),
+        freeze_at: int = -1,
+        freeze_norm: bool = False,
+        use_lab: bool = False,
+        pretrained: Union[bool, str] = False,
+    ):
+        if name not in HGNETV2_VARIANTS:
+            raise ConfigError(f"HGNetv2 name must be one of {sorted(HGNETV2_VARIANTS)}, got '{name}'.")
+        super().__init__(
+            HGNETV2_VARIANTS[name],
+            out_indices=out_indices,
+            pretrained=pretrained,
+            freeze_at=freeze_at,
+            freeze_norm=freeze_norm,
+            use_lab=use_lab,
+        )
+        self.name = name
+        self.use_lab = use_lab
