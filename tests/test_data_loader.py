@@ -89,7 +89,7 @@ def test_two_ranks_take_disjoint_halves(dicts):
     assert {d["image_id"] for d in b0}.isdisjoint({d["image_id"] for d in b1})
     # both ranks use the same multi-scale size in an iteration
     assert b0[0]["image"].shape == b1[0]["image"].shape
-    with pytest.raises(ValueError, match="multiple of the world size"):
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
         make_loader(dicts, total_batch_size=3, world_size=2)
 
 
