@@ -251,6 +251,43 @@ def test_hybrid_backbone_gradients_reach_every_parameter():
     assert_grads_everywhere(model, sum(v.square().mean() for v in out.values()))
 
 
+def test_hgnetv2_plain_is_unchanged_and_takes_both_backbone_placements():
+    from mlla_rtdetr.modeling.backbone import HGNetv2
+    from mlla_rtdetr.modeling.backbone.timm_backbone import TimmBackbone
+
+    torch.manual_seed(0)
+    plain = HGNetv2("L", freeze_norm=True, freeze_at=0).eval()
+    assert plain.stage_names == ("res2", "res3", "res4", "res5")
+    assert [plain.stage_infos[n].stride for n in plain.stage_names] == [1, 2, 2, 2]
+    x = torch.randn(2, 3, 67, 93)  # odd, non-square
+    with torch.no_grad():
+        staged, timm_features = plain(x), TimmBackbone.forward(plain, x)
+    for name in staged:
+        assert torch.equal(staged[name], timm_features[name]), name
+
+    hybrid = HGNetv2("L", stage_blocks={"res5": {"name": "mlla", "num_heads": 4}},
+                     insert_after={"res4": {"name": "mlla_attention", "identity_init": False}}).train()
+    assert hybrid.output_shape() == plain.output_shape()
+    unchanged = [k for k in plain.state_dict() if not k.startswith("body.stages_3.")]
+    assert set(unchanged) <= set(hybrid.state_dict())  # ImageNet keys of the kept stages still load
+    out = hybrid(x)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {k: tuple(v.shape) for k, v in staged.items()}
+    assert_grads_everywhere(hybrid, sum(v.square().mean() for v in out.values()))
+
+
+def test_hgnetv2_recipe_takes_the_placements_by_override():
+    from detectron2.config import instantiate
+    from mlla_rtdetr.engine import load_config
+
+    cfg = load_config("rtdetrv2_hgnetv2_l_6x_coco.py", [
+        "model.backbone.stage_blocks={res5:{name:mlla,depth:1}}",
+        "model.backbone.insert_after={res4:mlla_attention}",
+    ])
+    backbone = instantiate(cfg.model.backbone)
+    assert isinstance(backbone.body.stages_3, MLLAMapStage) and list(backbone.after_stage) == ["res4"]
+    assert {k: v.channels for k, v in backbone.output_shape().items()} == {"res3": 512, "res4": 1024, "res5": 2048}
+
+
 # ---------------------------------------------------------------------------------------------
 # token layout and RoPE: the checks that catch the community bugs
 # ---------------------------------------------------------------------------------------------

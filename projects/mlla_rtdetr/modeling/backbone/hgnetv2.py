@@ -21,13 +21,22 @@ Key names differ from the official ones only in spelling (``stages.1`` -> ``body
 ``stem2a.conv.1`` (after a ZeroPad2d) -> ``stem2a.conv``); ``checkpoint/rtdetr_converter.py`` maps
 the official detector checkpoints and the ImageNet ``PPHGNetV2_*_ssld_pretrained_from_paddle.pth``
 files.
+
+MLLA placements: ``HGNetv2`` is a :class:`~mlla_rtdetr.modeling.backbone.staged.StagedBackbone`,
+so ``stage_blocks={"res5": "mlla"}`` makes a hybrid HGNetv2 and ``insert_after={"res4":
+"mlla_attention"}`` inserts the attention-only MLLA layer, exactly as on ResNet-vd. Replaced stages
+start from their own initialisation (the ImageNet file has no weights of that shape for them).
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
 
 from ...errors import ConfigError
-from .timm_backbone import TimmBackbone
+from .staged import StagedBackbone, StageInfo
+from .timm_backbone import TimmBackbone, _level_name
 
 __all__ = ["HGNETV2_VARIANTS", "HGNetv2"]
 
@@ -35,7 +44,11 @@ __all__ = ["HGNETV2_VARIANTS", "HGNetv2"]
 HGNETV2_VARIANTS: Dict[str, str] = {"L": "hgnetv2_b4", "X": "hgnetv2_b5", "H": "hgnetv2_b6"}
 
 
-class HGNetv2(TimmBackbone):
+#: The HGNetv2 stem (StemV2) reduces the image 4x in every size.
+_STEM_STRIDE = 4
+
+
+class HGNetv2(TimmBackbone, StagedBackbone):
     """HGNetv2 with the official constructor arguments (``name``, ``use_lab``, ``return_idx`` as
     ``out_indices``, ``freeze_at``, ``freeze_norm``, ``pretrained``).
 
@@ -50,6 +63,8 @@ class HGNetv2(TimmBackbone):
         pretrained: ``False`` or the path of a timm-format ``hgnetv2_b*`` checkpoint. The official
             ImageNet files (``PPHGNetV2_{L,X,H}_ssld_pretrained_from_paddle.pth``) go through
             ``train.init_checkpoint`` instead: they are detected and converted.
+        stage_blocks / insert_after: MLLA placements by stage name (``res2`` ... ``res5``), see
+            :mod:`~mlla_rtdetr.modeling.backbone.staged`.
 
     Input (B, 3, H, W) -> {"res3": (B, 512, H/8, W/8), "res4": (B, 1024, H/16, W/16),
     "res5": (B, 2048, H/32, W/32)}.
@@ -63,6 +78,8 @@ class HGNetv2(TimmBackbone):
         freeze_norm: bool = False,
         use_lab: bool = False,
         pretrained: Union[bool, str] = False,
+        stage_blocks: Optional[Mapping] = None,
+        insert_after: Optional[Mapping] = None,
     ):
         if name not in HGNETV2_VARIANTS:
             raise ConfigError(f"HGNetv2 name must be one of {sorted(HGNETV2_VARIANTS)}, got '{name}'.")
@@ -76,3 +93,31 @@ class HGNetv2(TimmBackbone):
         )
         self.name = name
         self.use_lab = use_lab
+        self._set_timm_stages(stage_blocks, insert_after)
+
+    def _set_timm_stages(self, stage_blocks: Optional[Mapping], insert_after: Optional[Mapping]) -> None:
+        """Describe the built stages (``body.stages_<i>``, named by their stride) to StagedBackbone."""
+        levels = self.body.feature_info.info
+        paths, names, infos = [], [], []
+        in_channels, in_stride = None, _STEM_STRIDE
+        for level in levels:
+            path = "body." + level["module"].replace(".", "_", 1)
+            try:
+                stage = self.get_submodule(path)
+            except AttributeError:
+                break  # pruned: after the last returned level
+            if in_channels is None:
+                in_channels = next(m for m in stage.modules() if isinstance(m, nn.Conv2d)).in_channels
+            paths.append(path)
+            names.append(_level_name(level["reduction"]))
+            infos.append(StageInfo(in_channels, int(level["num_chs"]), int(level["reduction"]) // in_stride,
+                                   len(stage.blocks)))
+            in_channels, in_stride = int(level["num_chs"]), int(level["reduction"])
+        self.set_stages(paths, names, infos, stage_blocks, insert_after)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body.stem(x)
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """x: (B, 3, H, W) -> {"res3": (B, 512, H/8, W/8), ...} for the out_features."""
+        return StagedBackbone.forward(self, x)

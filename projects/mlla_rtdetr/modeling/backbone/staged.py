@@ -23,7 +23,8 @@ stages keep their parameter names (pretrained weights load); replaced stages kee
 prefix with the new block's keys below it; inserted blocks live under ``after_stage.<stage>.``.
 
 Subclasses build their stem and stages, describe them with :meth:`StagedBackbone.set_stages` and
-implement :meth:`forward_stem`; :class:`~mlla_rtdetr.modeling.backbone.resnet_vd.PResNet` is one.
+implement :meth:`forward_stem`; :class:`~mlla_rtdetr.modeling.backbone.resnet_vd.PResNet` and
+:class:`~mlla_rtdetr.modeling.backbone.hgnetv2.HGNetv2` are two.
 Stages are named by their module paths, so they may live in any container (a ``ModuleList``, a
 wrapped model's ``ModuleDict``...) and keep their own key names.
 """
