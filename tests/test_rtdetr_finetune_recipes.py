@@ -91,7 +91,7 @@ def test_voc_recipe_trains_and_evaluates_on_a_vocdevkit(tmp_path):
     _write_voc_year(data, "2007", {"trainval": ["000005", "000007", "000009"], "test": ["000001", "000004"]}, 0)
     _write_voc_year(data, "2012", {"trainval": ["2008_000002", "2008_000003"]}, 1)
     out = tmp_path / "run"
-    env = dict(os.environ, DETECTRON2_DATASETS=str(data))
+    env = dict(os.environ, DETECTRON2_DATASETS=str(data), MLLA_RTDETR_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run(
         [sys.executable, "tools/train_net.py", "--config-file", "projects/mlla_rtdetr/configs/rtdetrv2_r18vd_120e_voc.py",
          "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
@@ -104,10 +104,11 @@ def test_voc_recipe_trains_and_evaluates_on_a_vocdevkit(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = proc.stderr + proc.stdout
-    assert "Dataset voc_2007_trainval: 3 images" in log and "Dataset voc_2012_trainval: 2 images" in log
+    assert "voc_2007_trainval+voc_2012_trainval: 3 images, 4 boxes; 2 images, 3 boxes; 20 classes" in log
     results = json.loads((out / "eval_results.json").read_text())["results"]
     assert 0.0 <= results["bbox_ema"]["AP"] <= 100.0
-    gt = json.loads((out / "inference" / "voc_2007_test_coco_format.json").read_text())
+    (gt_file,) = (tmp_path / "cache" / "coco_json").glob("voc_2007_test-*.json")  # the converted ground truth
+    gt = json.loads(gt_file.read_text())
     assert [c["name"] for c in gt["categories"]] == list(VOC_CLASSES)
     assert len(gt["images"]) == 2 and len(gt["annotations"]) == 3  # difficult objects kept
     first = min(gt["annotations"], key=lambda a: (str(a["image_id"]), a["bbox"][0]))
