@@ -100,7 +100,8 @@ def test_with_resume_is_idempotent():
 FAKE_TRAIN_NET = textwrap.dedent('''
     import os, time
     import torch
-    from detectron2.engine import TrainerBase, default_argument_parser
+    from detectron2.engine import TrainerBase
+    from mlla_rtdetr.engine import default_argument_parser
     from mlla_rtdetr.engine.checkpoint import Checkpointer
     from mlla_rtdetr.engine.preemption import PreemptionHook
 
@@ -196,7 +197,7 @@ def test_submitit_local_job_preempted_requeued_resumes_exactly(tmp_path):
     out = tmp_path / "run"
     executor = make_executor(ClusterOptions(folder=tmp_path / "submitit", local=True, gpus_per_node=0,
                                             time_min=10))
-    job = executor.submit(TrainJob(["--config-file", "unused.py", f"train.output_dir={out}"],
+    job = executor.submit(TrainJob(["--config-file", str(REPO / "projects/mlla_rtdetr/configs/rtdetr_tiny_synthetic.py"), f"train.output_dir={out}"],
                                    run_dir=str(out), script=str(script)))
     log = out / "iterations.txt"
 
@@ -237,8 +238,7 @@ def test_sweep_slurm_backend_through_local_executor(tmp_path):
 
     script = tmp_path / "fake_train_net.py"
     script.write_text(FAKE_TRAIN_NET.replace("MAX_ITER = 30", "MAX_ITER = 3"))
-    cfg = tmp_path / "cfg.py"
-    cfg.write_text("x = 1\n")
+    cfg = REPO / "projects/mlla_rtdetr/configs/rtdetr_tiny_synthetic.py"  # checked before launch
     runs = expand_grid([str(cfg)], [parse_axis("train.seed=0,1")], tmp_path / "sweep")
     executor = make_executor(ClusterOptions(folder=tmp_path / "submitit", local=True, gpus_per_node=0))
     lines = []
