@@ -1,7 +1,8 @@
-"""The fast paths: oneDNN kernels (layers.fused), BatchNorm folding, channels-last deploy(), the
-MLLA block's fused form. Each is checked against the plain PyTorch reference (within 1e-4 or
-tighter), and the inference entry points (deploy, evaluation, tools' build_model) are checked to
-take the fast path. Speed itself is measured by tools/benchmark.py, not here."""
+"""The fast paths: oneDNN kernels (layers.fused) in inference and training, BatchNorm folding,
+channels-last deploy() and CPU training, dense gradients of concatenated maps, the MLLA block's
+fused form. Each is checked against the plain PyTorch reference (within 1e-4 or tighter), and the
+entry points (deploy, evaluation, tools' build_model, the training forward) are checked to take
+the fast path. Speed itself is measured by tools/benchmark.py, not here."""
 import copy
 
 import pytest
@@ -17,6 +18,7 @@ from mlla_rtdetr.modeling.layers import (
     Linear,
     MLLABlock,
     conv2d,
+    dense_grad,
     fold_conv_norms,
     init_mlla_weights,
     linear,
@@ -78,13 +80,13 @@ def test_onednn_dispatch_rules():
     layer = Linear(8, 8)
     x = torch.randn(4, 8)
     with torch.no_grad():
-        assert not onednn_enabled(layer, x)  # training mode: the plain ops (official rounding)
+        assert not onednn_enabled(layer, x)  # training mode: not the inference kernels
         layer.eval()
         assert onednn_enabled(layer, x)
         assert not onednn_enabled(layer, x.double())
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not onednn_enabled(layer, x)
-    assert not onednn_enabled(layer, x)  # gradients flow to the weights: the autograd path instead
+    assert not onednn_enabled(layer, x)  # gradients flow to the weights: the training path instead
     traced = []
     layer.forward = lambda t: traced.append(onednn_enabled(layer, t)) or F.linear(t, layer.weight, layer.bias)
     with torch.no_grad():
@@ -205,8 +207,110 @@ def test_inference_entry_points_use_the_deployed_model():
     cfg = load_config(str(config_path("rtdetr_tiny_synthetic.py")))
     model = build_model(cfg, checkpoint="").train()
     copy_ = inference_copy(model)
-    assert copy_ is not model and model.training and not model.channels_last  # the original is untouched
+    assert copy_ is not model and model.training and model.channels_last is None  # the original is untouched
     assert copy_.channels_last and not copy_.training
     assert not any(isinstance(m, nn.BatchNorm2d) for m in copy_.modules())
     tool_model = build_model(cfg, checkpoint="", deploy=True)  # tools/demo.py and tools/run_demo.py
     assert tool_model.channels_last and not any(isinstance(m, nn.BatchNorm2d) for m in tool_model.modules())
+
+
+def _ops(fn):
+    with torch.profiler.profile() as prof:
+        fn()
+    return {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize("act", [None, nn.GELU()], ids=["plain", "gelu"])
+@pytest.mark.parametrize("shape", [(2, 500, 24), (1000, 24), (3, 4, 250, 24)])
+def test_linear_training_runs_onednn_with_the_same_values_and_gradients(act, shape):
+    """(PyTorch itself sends 1x1 convolutions of <= 20480 input values to its native kernel, the
+    speed of a linear layer there; these inputs are larger.)"""
+    torch.manual_seed(0)
+    layer = Linear(24, 40).train()
+    x = torch.randn(*shape, requires_grad=True)
+    residual = torch.randn(*shape[:-1], 40)
+    grad_out = torch.randn(*shape[:-1], 40)
+
+    def step(fast):
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        with onednn_kernels(fast):
+            y = linear(layer, x, act, residual)
+            y.backward(grad_out)
+        return y.detach(), x.grad, layer.weight.grad, layer.bias.grad
+
+    ops = _ops(lambda: step(True))
+    assert "aten::mkldnn_convolution" in ops and not ops & {"aten::mm", "aten::addmm"}, ops
+    assert not ({"aten::mkldnn_convolution", "aten::convolution"} & _ops(lambda: step(False)))
+    for got, ref in zip(step(True), step(False)):  # float32 sums over up to 3000 rows: other order
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_training_on_a_strided_input_and_frozen_weights():
+    torch.manual_seed(0)
+    layer = Linear(16, 8)
+    layer.weight.requires_grad_(False)
+    x = torch.randn(30, 16, requires_grad=True)
+    xt = x.t().contiguous().t()  # same values, column-major storage
+    y = layer(xt)
+    y.sum().backward()
+    torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, layer.weight.sum(0).expand(30, 16), rtol=1e-5, atol=1e-5)
+    assert layer.weight.grad is None and layer.bias.grad is not None
+
+
+def test_dense_grad_makes_the_gradient_of_a_concatenated_channels_last_map_dense():
+    torch.manual_seed(0)
+    a, b = (torch.randn(2, 8, 5, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+            for _ in range(2))
+    grad_out = torch.randn(2, 16, 5, 6).contiguous(memory_format=torch.channels_last)
+    seen = []
+    for wrap in (lambda t: t, dense_grad):
+        a.grad = None
+        x = wrap(a)
+        if x is not a:
+            x.register_hook(seen.append)  # the gradient that reaches the wrapper: a strided slice
+        a.register_hook(seen.append)
+        torch.cat([x, b], dim=1).backward(grad_out)
+        torch.testing.assert_close(a.grad, grad_out[:, :8], rtol=0, atol=0)
+    plain_grad, slice_grad, dense = seen[0], seen[1], seen[2]
+    assert not plain_grad.is_contiguous(memory_format=torch.channels_last)
+    assert not slice_grad.is_contiguous(memory_format=torch.channels_last)
+    assert dense.is_contiguous(memory_format=torch.channels_last)
+    nchw = torch.randn(2, 8, 5, 6, requires_grad=True)
+    assert dense_grad(nchw) is nchw  # the NCHW backward keeps the official rounding: untouched
+    with torch.no_grad():
+        assert dense_grad(a) is a
+
+
+def test_channels_last_is_the_cpu_default_for_training_and_inference():
+    cfg = load_config(str(config_path("rtdetr_tiny_synthetic.py")))
+    model = build_model(cfg, checkpoint="").train()
+    assert model.channels_last is None
+    assert model.uses_channels_last("cpu") and not model.uses_channels_last("cuda")
+    layouts = []
+    model.backbone.register_forward_pre_hook(
+        lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    batch = [{"image": torch.randint(0, 255, (3, 64, 64)).float(), "height": 64, "width": 64,
+              "instances": _instances(64)} for _ in range(2)]
+    torch.manual_seed(0)
+    fast = model(batch)
+    model.channels_last = False
+    torch.manual_seed(0)
+    with onednn_kernels(False):
+        reference = model(batch)
+    assert layouts == [True, False]
+    for k in reference:
+        torch.testing.assert_close(fast[k], reference[k], rtol=1e-3, atol=1e-4)
+    model.channels_last = True
+    assert model.uses_channels_last("cuda")
+
+
+def _instances(size):
+    from detectron2.structures import Boxes, Instances
+
+    inst = Instances((size, size))
+    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 30.0, 40.0], [20.0, 10.0, 60.0, 50.0]]))
+    inst.gt_classes = torch.tensor([0, 2])
+    return inst

@@ -72,6 +72,11 @@ def on_off(value: str) -> List[bool]:
     return {"off": [False], "on": [True], "both": [False, True]}[value]
 
 
+def channels_last_options(value: str) -> List[Optional[bool]]:
+    """``auto``: the model's own layout (ours: channels-last on CPU, NCHW on GPU; official: NCHW)."""
+    return [None] if value == "auto" else on_off(value)
+
+
 def parse_levels(text: str) -> List[int]:
     try:
         levels = [int(x) for x in text.split(",") if x != ""]
@@ -171,7 +176,7 @@ def variants(args, train: bool) -> List[Dict[str, Any]]:
     out = []
     ort = "off" if train else args.onnxruntime
     if ort != "on":
-        for deploy, cl, comp, prec in itertools.product(on_off(args.deploy), on_off(args.channels_last),
+        for deploy, cl, comp, prec in itertools.product(on_off(args.deploy), channels_last_options(args.channels_last),
                                                         on_off(args.compile), args.precision):
             out.append({"runtime": "torch", "deploy": deploy, "channels_last": cl, "compile": comp, "precision": prec})
     if ort != "off":
@@ -460,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--deploy", choices=["off", "on", "both"], default="both" if name == "inference" else "off",
                        help="model.deploy(), the inference form of demo and evaluation: RepVGG and BatchNorm "
                             "folding, channels-last, fused CPU kernels")
-        p.add_argument("--channels-last", choices=["off", "on", "both"], default="off")
+        p.add_argument("--channels-last", choices=["auto", "off", "on", "both"], default="auto",
+                       help="images and weights channels-last (on), NCHW (off), or as the model does by "
+                            "itself (auto: ours channels-last on CPU and NCHW on GPU, official NCHW)")
         p.add_argument("--compile", choices=["off", "on", "both"], default="off",
                        help="torch.compile the forward (needs a C++ compiler on CPU; slow to start)")
         p.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "bf16"], default=["fp32"],

@@ -12,7 +12,7 @@ the padded canvas and are mapped back through each image's own input size to its
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,11 @@ class RTDETR(nn.Module):
         in_features: backbone outputs fed to the encoder, finest first (default: all, by stride).
         eval_size: (H, W); at eval, images of another size are resized to it (None: pad instead).
         size_divisibility: pad inputs to a multiple of this (default: the backbone's, at least 32).
+        channels_last: feed the images to the backbone channels-last, so the convolutions (and
+            their gradients) run in that layout: True, False, or None for "on CPU only" (oneDNN's
+            fastest layout, ~8% faster training steps; on GPU the NCHW of the official code, set
+            True for tensor-core AMP training). :meth:`deploy` sets True. Outputs are the same up
+            to float rounding.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class RTDETR(nn.Module):
         in_features: Optional[Sequence[str]] = None,
         eval_size: Optional[Sequence[int]] = None,
         size_divisibility: Optional[int] = None,
+        channels_last: Optional[bool] = None,
     ):
         super().__init__()
         sources = {
@@ -96,8 +102,7 @@ class RTDETR(nn.Module):
         self.eval_size = tuple(int(v) for v in eval_size) if eval_size else None
         if self.eval_size and any(v % self.size_divisibility for v in self.eval_size):
             raise ValueError(f"eval_size {self.eval_size} must be a multiple of {self.size_divisibility}.")
-        #: feed the images to the backbone in channels-last memory (set by :meth:`deploy`).
-        self.channels_last = False
+        self.channels_last = channels_last
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -137,6 +142,12 @@ class RTDETR(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def uses_channels_last(self, device: Union[str, torch.device]) -> bool:
+        """Whether :meth:`forward_raw` feeds images on ``device`` channels-last (``channels_last``)."""
+        if self.channels_last is None:
+            return torch.device(device).type == "cpu"
+        return bool(self.channels_last)
+
     # ---------------------------------------------------------------- raw (official-style) path
     def forward_raw(self, images: torch.Tensor, targets: Optional[List[Dict[str, torch.Tensor]]] = None) -> dict:
         """Official-style forward.
@@ -148,7 +159,7 @@ class RTDETR(nn.Module):
         Returns:
             {"pred_logits": (B, Q, K), "pred_boxes": (B, Q, 4) normalized cxcywh, ...aux in training}.
         """
-        if self.channels_last:
+        if self.uses_channels_last(images.device):
             images = images.contiguous(memory_format=torch.channels_last)
         feats = self.backbone(images)
         if isinstance(feats, dict):

@@ -8,7 +8,8 @@ the number of images / tokens one call processes.
 Kinds:
 
 * ``inference``  ``model.forward_raw(images)`` of a config's model under ``torch.inference_mode``;
-  options ``deploy`` (RepVGG folding), ``channels_last``, ``compile`` (``torch.compile``),
+  options ``deploy`` (RepVGG folding), ``channels_last`` (None: the model's own layout),
+  ``compile`` (``torch.compile``),
   ``precision`` (``fp32``, or autocast to ``fp16`` / ``bf16``) and ``runtime``: ``torch``, or
   ``onnxruntime`` (the model exported to ONNX as ``tools/export_onnx.py`` does, run by an
   onnxruntime CPU session).
@@ -127,9 +128,7 @@ def _inference(spec) -> Case:
     params = sum(p.numel() for p in model.parameters())
     if runtime == "onnxruntime":
         return _onnxruntime_case(spec, model, images, params)
-    if spec.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
+    model, images = _memory_format(spec, model, images)
     forward = model.forward_raw
     if spec.get("compile"):
         forward = torch.compile(forward)
@@ -139,6 +138,19 @@ def _inference(spec) -> Case:
             return forward(images)
 
     return Case(fn, device, b, {"params": params})
+
+
+def _memory_format(spec, model: nn.Module, images: torch.Tensor):
+    """Apply ``spec["channels_last"]`` to the model and its input: None leaves the model's own
+    layout (ours: channels-last on CPU, NCHW on GPU; official: NCHW), True / False force
+    channels-last / NCHW weights and input."""
+    setting = spec.get("channels_last")
+    if setting is None:
+        return model, images
+    fmt = torch.channels_last if setting else torch.contiguous_format
+    if hasattr(model, "channels_last"):  # ours: forward_raw converts the images itself
+        model.channels_last = bool(setting)
+    return model.to(memory_format=fmt), images.contiguous(memory_format=fmt)
 
 
 def _onnxruntime_case(spec, model: nn.Module, images: torch.Tensor, params: int) -> Case:
@@ -198,6 +210,7 @@ def _train_step(spec) -> Case:
     b, size = int(spec["batch_size"]), _hw(spec["input_size"])
     num_classes = int(getattr(model, "num_classes", 80))
     batch = random_instances(b, size, num_classes, device=device)
+    model, _ = _memory_format(spec, model, batch[0]["image"][None])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=spec.get("precision") == "fp16")

@@ -76,6 +76,7 @@ model = L(RTDETR)(
     num_top_queries=300,
     pixel_mean=[0.0, 0.0, 0.0],
     pixel_std=[255.0, 255.0, 255.0],
+    channels_last=None,  # None: channels-last images on CPU (fastest there), NCHW on GPU
 )
 
 

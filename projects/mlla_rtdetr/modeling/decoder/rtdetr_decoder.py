@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import init
 
 from ...errors import ConfigError
-from ..layers import MLP, Linear, get_activation, linear
+from ..layers import MLP, Linear, dense_grad, get_activation, linear
 from .denoising import get_contrastive_denoising_training_group, inverse_sigmoid
 from .ms_deform_attn import MSDeformableAttention, per_level_num_points
 
@@ -382,7 +382,7 @@ class RTDETRTransformer(nn.Module):
         for i in range(len(feats), self.num_levels):
             proj.append(self.input_proj[i](feats[-1] if i == len(feats) else proj[-1]))
         spatial_shapes = [(int(p.shape[2]), int(p.shape[3])) for p in proj]
-        memory = torch.cat([p.flatten(2).permute(0, 2, 1) for p in proj], 1)
+        memory = torch.cat([dense_grad(p).flatten(2).permute(0, 2, 1) for p in proj], 1)
         return memory, spatial_shapes
 
     def select_topk(self, logits: torch.Tensor, k: int) -> torch.Tensor:

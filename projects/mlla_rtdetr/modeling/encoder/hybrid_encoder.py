@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvNormAct
+from ..layers import ConvNormAct, dense_grad
 from .fusion import FUSION_BLOCKS, CSPRepLayer, RepVggBlock
 from .intra_scale import INTRA_SCALE_BLOCKS
 
@@ -186,12 +186,12 @@ class HybridEncoder(nn.Module):
             high = self.lateral_convs[k](inner_outs[0])
             inner_outs[0] = high
             up = F.interpolate(high, scale_factor=2.0, mode="nearest")
-            inner_outs.insert(0, self.fpn_blocks[k](torch.cat([up, proj[idx - 1]], dim=1)))
+            inner_outs.insert(0, self.fpn_blocks[k](torch.cat([dense_grad(up), dense_grad(proj[idx - 1])], dim=1)))
 
         outs = [inner_outs[0]]
         for idx in range(levels - 1):
             down = self.downsample_convs[idx](outs[-1])
-            outs.append(self.pan_blocks[idx](torch.cat([down, inner_outs[idx + 1]], dim=1)))
+            outs.append(self.pan_blocks[idx](torch.cat([dense_grad(down), dense_grad(inner_outs[idx + 1])], dim=1)))
         return outs
 
     def deploy(self) -> "HybridEncoder":

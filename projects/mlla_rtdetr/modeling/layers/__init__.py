@@ -4,8 +4,10 @@
 * :mod:`.norm` - :func:`get_norm` (2D norms by name) and :func:`freeze_batch_norm`.
 * :mod:`.conv` - :class:`ConvNormAct`, conv -> norm -> act with the official ``conv`` / ``norm`` keys;
   :func:`fold_conv_norms` folds BatchNorms into the convs before them for inference.
-* :mod:`.fused` - :class:`Linear` / :func:`linear` / :func:`conv2d`: oneDNN kernels with fused
-  activation and residual for CPU inference, plain PyTorch ops otherwise.
+* :mod:`.fused` - :class:`Linear` / :func:`linear` / :func:`conv2d`: oneDNN kernels on CPU (linear
+  layers forward and backward, fused activation and residual in inference), plain PyTorch ops otherwise.
+* :mod:`.memory_format` - :func:`is_channels_last`, :func:`as_memory_format_of`, :func:`dense_grad`:
+  keep maps and their gradients dense in the channels-last layout the CPU convolutions use.
 * :mod:`.mlp` - :class:`MLP` (RT-DETR heads, ``layers.{i}``) and :class:`Mlp` (transformer FFN,
   ``fc1`` / ``fc2``).
 * :mod:`.mlla` - the MLLA block: 2D RoPE, linear attention with LePE, the gated block, token/map
@@ -20,14 +22,13 @@ from .mlla import (
     MLLABlock,
     RoPE2D,
     apply_rope,
-    as_memory_format_of,
-    is_channels_last,
     init_mlla_weights,
     map_to_tokens,
     mlla_linear_attention,
     rope_tables,
     tokens_to_map,
 )
+from .memory_format import as_memory_format_of, dense_grad, is_channels_last
 from .mlp import MLP, Mlp
 from .norm import freeze_batch_norm, get_norm
 from .registry import Registry

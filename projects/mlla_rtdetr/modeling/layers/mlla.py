@@ -40,8 +40,6 @@ __all__ = [
     "MLLABlock",
     "tokens_to_map",
     "map_to_tokens",
-    "is_channels_last",
-    "as_memory_format_of",
     "init_mlla_weights",
 ]
 
@@ -61,17 +59,6 @@ def tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, H*W, C) contiguous tokens (a view for channels-last memory)."""
     return x.permute(0, 2, 3, 1).flatten(1, 2)
-
-
-def is_channels_last(x: torch.Tensor) -> bool:
-    """Whether a 4-D map is stored channels-last (and not also plain contiguous)."""
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def as_memory_format_of(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """``x`` (B, C, H, W) made dense in the memory format of ``ref`` (no copy when it already is)."""
-    fmt = torch.channels_last if is_channels_last(ref) else torch.contiguous_format
-    return x.contiguous(memory_format=fmt)
 
 
 # ----------------------------------------------------------------------------------------------
