@@ -170,7 +170,7 @@ def test_mlla_block_fused_inference_equals_reference(hw):
 
 
 def _encoder_maps(model, x):
-    images = x.contiguous(memory_format=torch.channels_last) if model.channels_last else x
+    images = x.contiguous(memory_format=torch.channels_last) if model.uses_channels_last(x.device) else x
     feats = model.backbone(images)
     return model.encoder([feats[f] for f in model.in_features])
 
