@@ -19,6 +19,7 @@ from mlla_rtdetr.modeling.layers import (
     MLLABlock,
     conv2d,
     dense_grad,
+    downsample_in_row_bands,
     fold_conv_norms,
     init_mlla_weights,
     linear,
@@ -325,3 +326,93 @@ def _instances(size):
     inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 30.0, 40.0], [20.0, 10.0, 60.0, 50.0]]))
     inst.gt_classes = torch.tensor([0, 2])
     return inst
+
+
+def _patch_merging_like_chain(c_in=8, hidden=32, c_out=16):
+    """1x1 conv + ReLU, depthwise 3x3/2 + ReLU, 1x1 conv + BN: MLLA's PatchMerging shape of chain."""
+    pre = ConvNormAct(c_in, hidden, 1, bias=True, norm=None, act="relu")
+    down = ConvNormAct(hidden, hidden, 3, 2, groups=hidden, bias=True, norm=None, act="relu")
+    post = ConvNormAct(hidden, c_out, 1, bias=True)
+    for m in (pre, down, post):
+        for p in m.parameters():
+            p.data.normal_(0, 0.3)
+    post.norm.running_mean.uniform_(-0.5, 0.5)
+    post.norm.running_var.uniform_(0.5, 2)
+    return pre.eval(), down.eval(), post.eval()
+
+
+def _count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[2]))
+    return calls
+
+
+@pytest.mark.parametrize("batch,height,width", [(1, 20, 20), (2, 14, 9), (1, 6, 33)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_downsample_in_row_bands_equals_the_whole_map(batch, height, width, layout):
+    torch.manual_seed(0)
+    pre, down, post = _patch_merging_like_chain()
+    x = torch.randn(batch, 8, height, width).contiguous(memory_format=layout)
+    widest_row_bytes = batch * 2 * width * 32 * 4  # pre's output: 2 input rows per output row
+    with torch.inference_mode():
+        whole = post(down(pre(x)))
+        calls = _count_calls(down)
+        for rows in (1, 2, 3):
+            calls.clear()
+            got = downsample_in_row_bands(x, down, pre, post, band_bytes=rows * widest_row_bytes)
+            torch.testing.assert_close(got, whole, rtol=0, atol=1e-6)  # kernels for tiny bands may round differently
+            expected_bands = -(-(height // 2) // rows)
+            assert len(calls) == expected_bands  # it really ran in bands
+            assert sum(calls) == height + 2 * (expected_bands - 1)  # one extra row above each later band
+        # a stem-like chain: no pre, the 3x3/2 conv's output is the widest map
+        calls.clear()
+        got = downsample_in_row_bands(pre(x), down, post=post, band_bytes=1)
+        torch.testing.assert_close(got, whole, rtol=0, atol=1e-6)
+        assert len(calls) == height // 2
+
+
+def test_downsample_in_row_bands_runs_the_whole_map_where_bands_do_not_apply():
+    torch.manual_seed(0)
+    pre, down, post = _patch_merging_like_chain()
+    x = torch.randn(1, 8, 12, 12)
+    calls = _count_calls(down)
+    with torch.inference_mode():
+        downsample_in_row_bands(x, down, pre, post)  # fits the default band: one call
+        downsample_in_row_bands(torch.randn(1, 8, 11, 12), down, pre, post, band_bytes=1)  # odd height
+        with onednn_kernels(False):
+            downsample_in_row_bands(x, down, pre, post, band_bytes=1)
+    assert calls == [12, 11, 12]  # the input rows of each (single) call
+    calls.clear()
+    for m in (pre, down, post):  # training: one whole-map pass with autograd
+        m.train()
+    y = downsample_in_row_bands(x.requires_grad_(), down, pre, post, band_bytes=1)
+    y.sum().backward()
+    assert calls == [12] and x.grad is not None
+    with pytest.raises(ValueError, match="3x3 / stride 2"):
+        downsample_in_row_bands(x, pre, band_bytes=1)
+
+
+def test_mlla_backbone_downsamples_in_bands_with_the_same_features(monkeypatch):
+    from mlla_rtdetr.modeling.backbone.mlla import MLLABackbone
+    from mlla_rtdetr.modeling.layers import conv as conv_module
+
+    torch.manual_seed(0)
+    backbone = MLLABackbone(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
+                            out_features=("res2", "res3", "res4", "res5")).eval()
+    for m in backbone.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2)
+    fold_conv_norms(backbone)
+    downs = [backbone.patch_embed.conv3[0]] + [layer.downsample.conv[1] for layer in backbone.layers
+                                               if layer.downsample is not None]
+    calls = [_count_calls(d) for d in downs]
+    x = torch.rand(2, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        whole = backbone(x)
+        assert [len(c) for c in calls] == [1, 1, 1, 1]
+        monkeypatch.setattr(conv_module, "ROW_BAND_BYTES", 1)  # one output row per band
+        banded = backbone(x)
+    assert [len(c) for c in calls] == [1 + 16, 1 + 8, 1 + 4, 1 + 2]
+    for name in whole:
+        torch.testing.assert_close(banded[name], whole[name], rtol=1e-5, atol=1e-5)

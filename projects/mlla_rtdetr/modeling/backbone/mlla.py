@@ -24,8 +24,8 @@ import torch.utils.checkpoint as activation_checkpoint
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
-from ..layers import (ConvNormAct, MLLABlock, as_memory_format_of, conv_norm_residual, init_mlla_weights,
-                      map_to_tokens, tokens_to_map)
+from ..layers import (ConvNormAct, MLLABlock, as_memory_format_of, conv_norm_residual, downsample_in_row_bands,
+                      init_mlla_weights, map_to_tokens, tokens_to_map)
 
 __all__ = [
     "MLLA_VARIANTS",
@@ -83,7 +83,7 @@ class Stem(nn.Module):
             x = F.pad(x, (0, (-w) % p, 0, (-h) % p))
         x = self.conv1(x)
         x = conv_norm_residual(self.conv2[1], self.conv2[0](x), x)  # conv2(x) + x
-        x = self.conv3(x)
+        x = downsample_in_row_bands(x, self.conv3[0], post=self.conv3[1])  # = self.conv3(x)
         hw = (x.shape[2], x.shape[3])
         return map_to_tokens(x), hw
 
@@ -110,7 +110,7 @@ class PatchMerging(nn.Module):
         x = tokens_to_map(x, hw)
         if h % 2 or w % 2:
             x = F.pad(x, (0, w % 2, 0, h % 2))
-        x = self.conv(x)
+        x = downsample_in_row_bands(x, self.conv[1], pre=self.conv[0], post=self.conv[2])  # = self.conv(x)
         return map_to_tokens(x), (x.shape[2], x.shape[3])
 
 

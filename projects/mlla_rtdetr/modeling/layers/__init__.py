@@ -3,7 +3,8 @@
 * :mod:`.activation` - :func:`get_activation`, the one activation resolver.
 * :mod:`.norm` - :func:`get_norm` (2D norms by name) and :func:`freeze_batch_norm`.
 * :mod:`.conv` - :class:`ConvNormAct`, conv -> norm -> act with the official ``conv`` / ``norm`` keys;
-  :func:`fold_conv_norms` folds BatchNorms into the convs before them for inference.
+  :func:`fold_conv_norms` folds BatchNorms into the convs before them for inference;
+  :func:`downsample_in_row_bands` evaluates a wide stride-2 chain in bands of rows on CPU.
 * :mod:`.fused` - :class:`Linear` / :func:`linear` / :func:`conv2d`: oneDNN kernels on CPU (linear
   layers forward and backward, fused activation and residual in inference), plain PyTorch ops otherwise.
 * :mod:`.memory_format` - :func:`is_channels_last`, :func:`as_memory_format_of`, :func:`dense_grad`:
@@ -15,7 +16,7 @@
 * :mod:`.registry` - :class:`Registry`, fvcore's registry with names chosen at registration.
 """
 from .activation import get_activation
-from .conv import ConvNormAct, conv_norm_residual, fold_conv_norms
+from .conv import ConvNormAct, conv_norm_residual, downsample_in_row_bands, fold_conv_norms
 from .fused import Linear, conv2d, linear, onednn_enabled, onednn_kernels
 from .mlla import (
     LinearAttention,
