@@ -77,6 +77,33 @@ def test_fused_conv_equals_plain(act, with_residual, groups, stride):
     assert got.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: type(a).__name__)
+@pytest.mark.parametrize("kernel,layout", [(3, torch.channels_last), (5, torch.channels_last),
+                                           (3, torch.contiguous_format)])
+def test_depthwise_conv_plus_its_input_is_one_kernel(act, kernel, layout):
+    """x + dwconv(x) (MLLA's CPE) folds the residual into the centre taps: one conv, no add pass."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, kernel, padding=kernel // 2, groups=16).eval().to(memory_format=layout)
+    x = torch.randn(2, 16, 20, 20).contiguous(memory_format=layout)
+    weight = conv.weight.clone()
+    with torch.no_grad(), torch.profiler.profile(record_shapes=True) as prof:
+        got = conv2d(conv, x, act, residual=x)
+    map_adds = [e for e in prof.key_averages(group_by_input_shape=True)
+                if e.key in ("aten::add", "aten::add_") and list(x.shape) in e.input_shapes]
+    assert not map_adds and "mkldnn::_convolution_pointwise" in {e.key for e in prof.key_averages()}
+    assert torch.equal(conv.weight, weight)  # the layer itself is untouched
+    with torch.no_grad():
+        expected = conv(x) + x
+        expected = act(expected) if act is not None else expected
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # strided or dilated depthwise convs and other residuals keep the binary path
+    for other in (nn.Conv2d(16, 16, 3, 2, padding=1, groups=16), nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=16)):
+        with torch.no_grad():
+            residual = torch.randn_like(other(x))
+            torch.testing.assert_close(conv2d(other.eval(), x, residual=residual), other(x) + residual,
+                                       rtol=1e-5, atol=1e-5)
+
+
 def test_onednn_dispatch_rules():
     layer = Linear(8, 8)
     x = torch.randn(4, 8)

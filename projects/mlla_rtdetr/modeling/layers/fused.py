@@ -15,7 +15,8 @@ uses oneDNN:
 Otherwise (GPU, half precision, autocast, tracing, export, ``torch.compile``) they run the plain
 PyTorch ops. All paths give the same result up to float rounding (~1e-6 relative).
 
-The activations fused are ReLU, exact GELU and SiLU; any other is applied afterwards.
+The activations fused are ReLU, exact GELU and SiLU; any other is applied afterwards. A depthwise
+conv plus its own input (MLLA's CPE) is one conv with the identity added to its centre taps.
 """
 from __future__ import annotations
 
@@ -148,11 +149,27 @@ def conv2d(conv: nn.Conv2d, x: torch.Tensor, act: Optional[nn.Module] = None,
             or not onednn_enabled(conv, x, residual):
         return _finish(conv(x), act, residual)
     geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+    if residual is x and _is_same_size_depthwise(conv):
+        # x + dwconv(x) is one depthwise conv whose centre taps are 1 larger (the CPE of MLLA):
+        # PyTorch runs a depthwise conv with a binary post-op as conv + a separate add.
+        weight = conv.weight.clone()
+        weight[:, :, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] += 1
+        if attr is None:
+            return act(_CONV(x, weight, conv.bias, *geometry, "none", [], ""))
+        return _CONV(x, weight, conv.bias, *geometry, attr[0], [], attr[1])
     if residual is not None:  # oneDNN fuses only ReLU after the residual add
         relu = attr is not None and attr[0] == "relu"
         y = _CONV_BINARY(x, residual, conv.weight, conv.bias, *geometry, "add", None, "relu" if relu else None, [], None)
         return y if relu or act is None else act(y)
     return _CONV(x, conv.weight, conv.bias, *geometry, attr[0], [], attr[1])
+
+
+def _is_same_size_depthwise(conv: nn.Conv2d) -> bool:
+    """A depthwise conv (one filter per channel) with odd kernels, stride 1 and 'same' padding."""
+    k = conv.kernel_size
+    return conv.groups == conv.in_channels == conv.out_channels and k[0] % 2 == 1 and k[1] % 2 == 1 \
+        and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1) \
+        and tuple(conv.padding) == (k[0] // 2, k[1] // 2)
 
 
 class Linear(nn.Linear):
