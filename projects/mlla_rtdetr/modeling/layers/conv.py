@@ -109,8 +109,8 @@ def downsample_in_row_bands(x: torch.Tensor, down: ConvNormAct, pre: Optional[nn
     post = post if post is not None else nn.Identity()
     height, width = x.shape[-2:]
     out_rows = height // 2
-    widest = max(2 * width * getattr(getattr(pre, "conv", None), "out_channels", x.shape[1]),
-                 (width + 1) // 2 * conv.out_channels)  # elements per output row and image
+    # elements per output row and image of the widest map: down's input (2 rows) or its output
+    widest = max(2 * width * conv.in_channels, (width + 1) // 2 * conv.out_channels)
     band_bytes = ROW_BAND_BYTES if band_bytes is None else band_bytes
     rows_per_band = max(1, band_bytes // (x.shape[0] * widest * x.element_size()))
     if height % 2 or rows_per_band >= out_rows or down.training or not onednn_enabled(conv, x):
