@@ -15,9 +15,9 @@
   - ``downsample="patch_merging"``: MLLA's :class:`~mlla_rtdetr.modeling.backbone.mlla.PatchMerging`
     (1x1 conv to 8 C_in, depthwise 3x3/2, 1x1 conv to C_out). The stage is then exactly MLLA's
     ``layers.{i-1}.downsample`` + ``layers.{i}.blocks`` with MLLA's key names, so an MLLA
-    ImageNet stage can initialise it - but its 8x expansion at the finer resolution makes it
-    memory-bound: on CPU the hybrid R18 recipe costs 1.18x RT-DETR-R18's latency with it and 0.97x
-    with the ResNet-vd step (model zoo README), which rules it out at RT-DETR-R18 cost.
+    ImageNet stage can initialise it - but its 8x expansion at the finer resolution costs 10%
+    more GFLOPs and memory traffic: on CPU the hybrid R18 recipe costs 0.99x RT-DETR-R18's latency
+    with it and 0.91x with the ResNet-vd step (model zoo README).
 
   A stride-1 stage (e.g. ResNet's res2) projects channels with a 1x1 conv + BatchNorm when they
   differ.
