@@ -88,6 +88,10 @@ def fold_conv_norms(module: nn.Module) -> int:
 ROW_BAND_BYTES = 16 * 2**20
 
 
+def _unchanged(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def downsample_in_row_bands(x: torch.Tensor, down: ConvNormAct, pre: Optional[nn.Module] = None,
                             post: Optional[nn.Module] = None, band_bytes: Optional[int] = None) -> torch.Tensor:
     """``post(down(pre(x)))`` for a 3x3 / stride-2 / padding-1 ``down`` between row-local layers
@@ -95,18 +99,18 @@ def downsample_in_row_bands(x: torch.Tensor, down: ConvNormAct, pre: Optional[nn
 
     Every output row sees exactly the input rows it sees in the whole-map computation, so the
     result is the same (bit-identical for MLLA's maps at 640; a band of very few rows may get a
-    kernel that rounds differently, ~1e-7); only the widest intermediate map (``pre``'s output, or ``down``'s) is
-    never materialised whole: each band of it stays below ``band_bytes`` (default
-    :data:`ROW_BAND_BYTES`) and in cache. Elsewhere (training, GPU, tracing / export) it is the plain
-    composition.
+    kernel that rounds differently, ~1e-7). Only the widest intermediate map (``down``'s input or
+    output) is never materialised whole: each band of it stays below ``band_bytes`` (default
+    :data:`ROW_BAND_BYTES`) and in cache. Elsewhere (training, GPU, tracing / export) it is the
+    plain composition.
 
     x: (B, C_in, H, W) with H even -> (B, C_out, H / 2, ceil(W / 2)).
     """
     conv = down.conv
     if (conv.kernel_size[0], conv.stride[0], conv.padding[0]) != (3, 2, 1):
         raise ValueError(f"downsample_in_row_bands needs a 3x3 / stride 2 / padding 1 conv, got {conv}.")
-    pre = pre if pre is not None else nn.Identity()
-    post = post if post is not None else nn.Identity()
+    pre = pre if pre is not None else _unchanged
+    post = post if post is not None else _unchanged
     height, width = x.shape[-2:]
     out_rows = height // 2
     # elements per output row and image of the widest map: down's input (2 rows) or its output

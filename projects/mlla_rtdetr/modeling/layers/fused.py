@@ -149,19 +149,20 @@ def conv2d(conv: nn.Conv2d, x: torch.Tensor, act: Optional[nn.Module] = None,
             or not onednn_enabled(conv, x, residual):
         return _finish(conv(x), act, residual)
     geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+    weight = conv.weight
     if residual is x and _is_same_size_depthwise(conv):
         # x + dwconv(x) is one depthwise conv whose centre taps are 1 larger (the CPE of MLLA):
         # PyTorch runs a depthwise conv with a binary post-op as conv + a separate add.
-        weight = conv.weight.clone()
+        weight = weight.clone()
         weight[:, :, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] += 1
-        if attr is None:
-            return act(_CONV(x, weight, conv.bias, *geometry, "none", [], ""))
-        return _CONV(x, weight, conv.bias, *geometry, attr[0], [], attr[1])
+        residual = None
     if residual is not None:  # oneDNN fuses only ReLU after the residual add
         relu = attr is not None and attr[0] == "relu"
-        y = _CONV_BINARY(x, residual, conv.weight, conv.bias, *geometry, "add", None, "relu" if relu else None, [], None)
+        y = _CONV_BINARY(x, residual, weight, conv.bias, *geometry, "add", None, "relu" if relu else None, [], None)
         return y if relu or act is None else act(y)
-    return _CONV(x, conv.weight, conv.bias, *geometry, attr[0], [], attr[1])
+    if attr is None:
+        return act(_CONV(x, weight, conv.bias, *geometry, "none", [], ""))
+    return _CONV(x, weight, conv.bias, *geometry, attr[0], [], attr[1])
 
 
 def _is_same_size_depthwise(conv: nn.Conv2d) -> bool:
