@@ -107,8 +107,8 @@ BLOCKED_IMPORT = textwrap.dedent('''
     ("modeling.layers", ["errors", "modeling.layers"]),
     ("modeling", ["errors", "modeling"]),
     ("data", ["errors", "config", "modeling", "data"]),
-    ("checkpoint", ["errors", "config", "modeling", "checkpoint"]),
-    ("engine", ["errors", "config", "modeling", "data", "checkpoint", "engine"]),
+    ("checkpoint", ["errors", "config", "model_zoo", "modeling", "checkpoint"]),
+    ("engine", ["errors", "config", "model_zoo", "modeling", "data", "checkpoint", "engine"]),
 ])
 def test_package_imports_with_higher_layers_blocked(target, allowed):
     proc = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT, f"mlla_rtdetr.{target}", ",".join(allowed)],
