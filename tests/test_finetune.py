@@ -185,3 +185,20 @@ def test_one_reader_for_every_checkpoint(tmp_path):
     for weights_only in (True, False):
         with pytest.raises(CheckpointError, match="cannot be read: 0 bytes"):
             read_checkpoint_file(tmp_path / "empty.pth", weights_only=weights_only)
+
+
+def test_finetune_recipe_is_the_coco_recipe_with_tuning_settings():
+    from recipe_utils import load_recipe, recipe_without
+
+    cfg, base = load_recipe("rtdetrv2_r18vd_finetune_36e.py"), load_recipe("rtdetrv2_r18vd_120e_coco.py")
+    changed = ("train.init_checkpoint", "train.epochs", "dataloader.train.stop_aug_epoch", "optimizer.lr",
+               "optimizer.params.rules", "lr_multiplier.warmup", "lr_multiplier.warmup_unit", "train.model_ema.decay",
+               "train.model_ema.warmups", "train.output_dir", "dataloader.evaluator.output_dir")
+    assert recipe_without(cfg, *changed) == recipe_without(base, *changed)
+    assert (cfg.train.epochs, cfg.dataloader.train.stop_aug_epoch) == (36, 33)  # 117 of 120, scaled
+    assert (base.train.epochs, base.dataloader.train.stop_aug_epoch) == (120, 117)
+    assert cfg.optimizer.lr == base.optimizer.lr / 2 and cfg.optimizer.params.rules[0]["lr_mult"] == 0.1
+    assert (cfg.lr_multiplier.warmup, cfg.lr_multiplier.warmup_unit) == (1, "epoch")
+    assert sources.official_checkpoints()[cfg.train.init_checkpoint] == (
+        "rtdetrv2_r18vd_120e_coco_rerun_48.1.pth",
+        "https://github.com/lyuwenyu/storage/releases/download/v0.2/rtdetrv2_r18vd_120e_coco_rerun_48.1.pth")

@@ -2,7 +2,8 @@
 
 Layers, lowest first: ``errors`` -> ``config``, ``model_zoo`` (the official rows' metadata),
 ``modeling.layers`` -> ``modeling`` -> ``data``,
-``checkpoint`` -> ``engine`` -> ``launch``, ``sweep``, ``utils`` (tools support) -> ``tools/``.
+``checkpoint`` (checkpoint files and formats; the training checkpointer is ``engine.checkpointer``)
+-> ``engine`` -> ``launch``, ``sweep``, ``utils`` (tools support) -> ``tools/``.
 A module imports from lower layers and from its own package only; the top layer's packages may
 use each other.
 """
