@@ -154,7 +154,7 @@ def test_official_names_resolve_through_the_cache_and_say_where_to_put_the_file(
 
     monkeypatch.setattr(sources, "urlopen", offline)
     expected = tmp_path / "checkpoints" / "rtdetrv2_r18vd_120e_coco_rerun_48.1.pth"
-    for name in ("rtdetrv2_r18vd_120e_coco", "RT-DETRv2-S", "rtdetrv2_r18vd_120e_coco_rerun_48.1"):
+    for name in ("rtdetrv2_r18vd_120e_coco", "RT-DETRv2-S", "rtdetrv2_r18vd_120e_coco_rerun_48.1.pth"):
         with pytest.raises(CheckpointError) as e:
             load_init_checkpoint(tiny(2), name)
         assert f"put it at\n  {expected}\n" in str(e.value)

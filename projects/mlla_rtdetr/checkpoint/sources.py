@@ -2,8 +2,8 @@
 
 Names (case-insensitive) of :func:`official_checkpoints`:
 
-* every model-zoo row (:mod:`mlla_rtdetr.model_zoo`): its official file name without ``.pth``
-  (``rtdetrv2_r18vd_120e_coco_rerun_48.1``), its table name (``RT-DETRv2-S``) and, for the COCO
+* every model-zoo row (:mod:`mlla_rtdetr.model_zoo`): its official file name, with or without
+  ``.pth`` (``rtdetrv2_r18vd_120e_coco_rerun_48.1``; a file of that name in the working directory wins), its table name (``RT-DETRv2-S``) and, for the COCO
   row of a recipe, the recipe name (``rtdetrv2_r18vd_120e_coco``);
 * the official ImageNet backbones: ``ResNet18_vd_pretrained_from_paddle`` ...,
   ``PPHGNetV2_L_ssld_pretrained_from_paddle`` ... and the MLLA ones, ``mlla_t_in1k`` /
@@ -88,10 +88,11 @@ def resolve_checkpoint(spec: str, cache_dir: os.PathLike) -> str:
     if os.path.isfile(spec):
         return spec
     official = official_checkpoints()
+    name = spec.lower()[: -len(".pth")] if spec.lower().endswith(".pth") and os.sep not in spec else spec.lower()
     if is_url(spec):
         url, file_name = spec, _file_name_of(spec)
-    elif spec.lower() in official:
-        file_name, url = official[spec.lower()]
+    elif name in official:
+        file_name, url = official[name]
     else:
         message = f"Checkpoint '{spec}' does not exist."
         if os.sep not in spec and not spec.endswith(".pth"):
