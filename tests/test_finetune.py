@@ -14,7 +14,7 @@ from mlla_rtdetr.checkpoint import sources
 from mlla_rtdetr.checkpoint.class_rows import COCO_CLASSES, class_dependent_keys, match_class_rows
 from mlla_rtdetr.checkpoint.io import read_checkpoint_file
 from mlla_rtdetr.checkpoint.rtdetr_converter import export_official_rtdetr
-from mlla_rtdetr.engine import InitCheckpointError, ModelEMA, load_config, load_init_checkpoint
+from mlla_rtdetr.engine import ModelEMA, load_config, load_init_checkpoint
 from mlla_rtdetr.engine.checkpointer import CHECKPOINT_FORMAT
 from mlla_rtdetr.errors import CheckpointError, PathNotFoundError
 from mlla_rtdetr.modeling.decoder.rtdetr_decoder import bias_init_with_prob

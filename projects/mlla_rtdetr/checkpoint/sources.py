@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 from .. import model_zoo
 from ..errors import CheckpointError, PathNotFoundError
