@@ -16,7 +16,7 @@ from mlla_rtdetr.checkpoint.io import read_checkpoint_file
 from mlla_rtdetr.checkpoint.rtdetr_converter import export_official_rtdetr
 from mlla_rtdetr.engine import ModelEMA, load_config, load_init_checkpoint
 from mlla_rtdetr.engine.checkpointer import CHECKPOINT_FORMAT
-from mlla_rtdetr.errors import CheckpointError, PathNotFoundError
+from mlla_rtdetr.errors import CheckpointError, PathNotFoundError, UserError
 from mlla_rtdetr.modeling.decoder.rtdetr_decoder import bias_init_with_prob
 
 CLASS_KEYS = {
@@ -202,3 +202,21 @@ def test_finetune_recipe_is_the_coco_recipe_with_tuning_settings():
     assert sources.official_checkpoints()[cfg.train.init_checkpoint] == (
         "rtdetrv2_r18vd_120e_coco_rerun_48.1.pth",
         "https://github.com/lyuwenyu/storage/releases/download/v0.2/rtdetrv2_r18vd_120e_coco_rerun_48.1.pth")
+
+
+def test_make_shapes_dataset_writes_a_class_subset(tmp_path):
+    import json
+
+    from tools_utils import load_tool
+
+    tool = load_tool("make_shapes_dataset")
+    out = tmp_path / "shapes"
+    assert tool.main(["--output", str(out), "--classes", "star,circle", "--rename", "circle=ball", "--num-train", "6",
+                      "--num-val", "3", "--image-size", "64", "--max-objects", "4", "--seed", "3"]) == 0
+    train = json.loads((out / "annotations" / "instances_train.json").read_text())
+    assert train["categories"] == [{"id": 1, "name": "star", "supercategory": "shape"},
+                                   {"id": 2, "name": "ball", "supercategory": "shape"}]
+    assert len(train["images"]) == 6 and len(list((out / "train").glob("*.png"))) == 6
+    assert train["annotations"] and {a["category_id"] for a in train["annotations"]} <= {1, 2}
+    with pytest.raises(UserError, match="unknown \\[.hexagon.\\]"):  # exit status 2 from the tool
+        tool.main(["--output", str(tmp_path / "other"), "--classes", "hexagon"])
