@@ -1,6 +1,6 @@
 """Data: datasets (COCO json, Pascal VOC, ultralytics YOLO, embedded synthetic shapes), their
 preparation and checks before a run, RT-DETR transforms and mapper, the deterministic resumable
-train loader (which skips undecodable images deterministically), the test loader and evaluator.
+train loader (which skips undecodable images deterministically), the test loader and the COCO evaluator.
 
 Importing this package registers "synthetic_shapes_train" / "synthetic_shapes_val".
 """
@@ -29,7 +29,8 @@ from .datasets import (
     release_held_dicts,
     sanitize_dataset_dicts,
 )
-from .evaluation import build_coco_evaluator
+from .coco_evaluator import FastCOCOEvaluator, build_coco_evaluator, has_faster_coco_eval
+from .coco_json import ensure_coco_json
 from .image_io import read_image_rgb, read_image_size
 from .loader import TestLoader, TrainLoader, build_test_loader, build_train_loader, sample_seed
 from .mapper import RTDETRDatasetMapper

@@ -28,13 +28,14 @@ from .defaults import (
 )
 from .device import create_ddp_model, device_for_process, resolve_device
 from .ema import EMAHook, ModelEMA, unwrap_model
-from .evaluation import FastCOCOEvaluator, evaluate_model
+from .evaluation import evaluate_model
 from .optim import get_param_groups
 from .overrides import OverrideError, UnknownConfigKeyError, apply_overrides
 from .preemption import PREEMPTED_EXIT_CODE, PreemptionHook
 from .schedule import IterationSchedule, lr_schedule
 from .train_net import Evaluation, build_hooks, do_eval_only, do_test, do_train, main
 from .trainer import NonFiniteLossError, Trainer, seed_iteration
+from ..data import FastCOCOEvaluator
 from ..errors import ConfigError
 
 __all__ = [k for k in globals() if not k.startswith("_")]

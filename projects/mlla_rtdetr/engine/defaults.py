@@ -22,19 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import default_argument_parser as d2_argument_parser
 from detectron2.engine import default_setup
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.registry import locate
-from pycocotools.cocoeval import COCOeval as PycocotoolsCOCOeval
 
 from ..config import config_path, get_config
 from ..data import dataset_classes, dataset_nodes, prepare_datasets, register_node
 from ..errors import ConfigError, DataError
 from .checkpoint import load_init_checkpoint
 from .ema import ModelEMA, unwrap_model
-from .evaluation import FastCOCOEvaluator, faster_cocoeval, has_faster_coco_eval
 from .optim import describe_param_groups
 from .overrides import apply_overrides
 
@@ -347,17 +344,7 @@ def build_ema(cfg: DictConfig, model: torch.nn.Module) -> Optional[ModelEMA]:
     return ModelEMA(model, decay=ema_cfg.decay, warmups=ema_cfg.warmups)
 
 
-def _as_fast_coco(evaluator):
-    """Make a plain detectron2 COCOEvaluator a FastCOCOEvaluator (same state): faster-coco-eval
-    when installed, and the count of evaluated images in the results."""
-    if type(evaluator) is COCOEvaluator:
-        evaluator.__class__ = FastCOCOEvaluator
-        if has_faster_coco_eval():
-            evaluator.backend, evaluator._cocoeval_fn = "faster_coco_eval", faster_cocoeval
-        else:
-            evaluator.backend, evaluator._cocoeval_fn = "pycocotools", PycocotoolsCOCOeval
-    return evaluator
-
-
 def build_evaluator(cfg: DictConfig):
-    return _as_fast_coco(instantiate(cfg.dataloader.evaluator))
+    """``cfg.dataloader.evaluator``: the dataset configs build a
+    :class:`mlla_rtdetr.data.FastCOCOEvaluator` (:func:`mlla_rtdetr.data.build_coco_evaluator`)."""
+    return instantiate(cfg.dataloader.evaluator)
