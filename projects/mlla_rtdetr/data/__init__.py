@@ -1,6 +1,6 @@
 """Data: datasets (COCO json, Pascal VOC, ultralytics YOLO, embedded synthetic shapes), their
 preparation and checks before a run, RT-DETR transforms and mapper, the deterministic resumable
-train loader (which skips undecodable images deterministically), the test loader and the COCO evaluator.
+train loader (which skips undecodable images deterministically), the test loader and evaluator.
 
 Importing this package registers "synthetic_shapes_train" / "synthetic_shapes_val".
 """
