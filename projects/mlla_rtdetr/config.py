@@ -116,38 +116,11 @@ def config_path(name: str) -> Path:
     raise ConfigNotFoundError(_not_found_message(str(name)))
 
 
-MOVED_TARGETS = {
-    "mlla_rtdetr.data.evaluation.build_coco_evaluator": "mlla_rtdetr.data.coco_evaluator.build_coco_evaluator",
-}
-"""Old ``_target_`` -> its new place, for the ``config.yaml`` of runs saved before a function moved."""
-
-
 def get_config(name: str):
-    """Load the config ``name`` (``LazyConfig.load``; no overrides), for recipes to build on.
-    ``_target_`` names of :data:`MOVED_TARGETS` (a run's config.yaml from before a move) are
-    updated."""
+    """Load the config ``name`` (``LazyConfig.load``; no overrides), for recipes to build on."""
     from detectron2.config import LazyConfig  # here, so that resolving names does not import torch
 
-    cfg = LazyConfig.load(str(config_path(name)))
-    _update_moved_targets(cfg)
-    return cfg
-
-
-def _update_moved_targets(node) -> None:
-    from omegaconf import DictConfig, ListConfig
-
-    if isinstance(node, DictConfig):
-        keys = list(node.keys())
-        target = node._get_node("_target_") if "_target_" in keys else None
-        if target is not None and target._value() in MOVED_TARGETS:
-            node["_target_"] = MOVED_TARGETS[target._value()]
-        children = [node._get_node(k) for k in keys]
-    elif isinstance(node, ListConfig):
-        children = [node._get_node(i) for i in range(len(node))]
-    else:
-        return
-    for child in children:
-        _update_moved_targets(child)
+    return LazyConfig.load(str(config_path(name)))
 
 
 _SHAPE_CACHE: Dict[str, List[Tuple[int, int]]] = {}
