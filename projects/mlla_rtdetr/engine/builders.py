@@ -15,7 +15,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.registry import locate
 
 from ..errors import ConfigError
-from .checkpoint import load_init_checkpoint
+from .init_checkpoint import load_init_checkpoint
 from .ema import ModelEMA, unwrap_model
 from .optim import describe_param_groups
 from .training_length import TrainingLength
