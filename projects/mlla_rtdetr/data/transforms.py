@@ -20,16 +20,22 @@ operations (:mod:`mlla_rtdetr.data.batch_augment`).
 from __future__ import annotations
 
 import random
+from fractions import Fraction
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
+from torchvision.transforms.v2._utils import query_chw, query_size
 
 __all__ = [
     "Mosaic",
+    "RandomAffine",
     "RandomIoUCrop",
+    "RandomPhotometricDistort",
+    "uniform_float32",
     "build_train_transforms",
     "build_test_transforms",
     "multiscale_sizes",
@@ -69,6 +75,65 @@ def multiscale_sizes(
     i = sizes.index(base)
     upper = sizes[i + 1 :]
     return sizes[:i] + [base] * max(1, base_repeat) + (upper[::-1] if upper_descending else upper)
+
+
+def _round_to_float32(x: Fraction) -> float:
+    """The float32 nearest to the exact rational ``x`` (ties to even), as a Python float."""
+    guess = np.float32(float(x))
+    candidates = (np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf)))
+    best = min(candidates, key=lambda c: (abs(Fraction(float(c)) - x), int(np.float32(c).view(np.uint32)) & 1))
+    return float(best)
+
+
+def uniform_float32(low: float, high: float) -> float:
+    """``torch.empty(1).uniform_(low, high).item()`` as x86 builds with FMA compute it (AVX2 /
+    AVX-512 kernels: ``fma(u, high - low, low)`` in float32), on every CPU.
+
+    torchvision draws its random parameters that way, and PyTorch's kernel without FMA (the
+    ``default`` CPU capability) rounds ``u * (high - low)`` first: about 30 % of the draws then
+    differ by one ulp, which moves affine-warped / colour-jittered pixels. This takes the same
+    single draw ``u`` of torch's generator (``uniform_(0, 1)`` is ``u`` exactly on every kernel)
+    and rounds the exact ``u * (high - low) + low`` once.
+    """
+    u = torch.empty(1).uniform_(0.0, 1.0).item()
+    low32, high32 = np.float32(low), np.float32(high)
+    span = np.float32(high32 - low32)
+    return _round_to_float32(Fraction(u) * Fraction(float(span)) + Fraction(float(low32)))
+
+
+class RandomPhotometricDistort(T.RandomPhotometricDistort):
+    """``torchvision.transforms.v2.RandomPhotometricDistort`` with its factors drawn by
+    :func:`uniform_float32` (the same draws, the same values on every CPU)."""
+
+    def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+        num_channels, *_ = query_chw(flat_inputs)
+        params: Dict[str, Any] = {}
+        for key, (low, high) in (("brightness_factor", self.brightness), ("contrast_factor", self.contrast),
+                                 ("saturation_factor", self.saturation), ("hue_factor", self.hue)):
+            params[key] = uniform_float32(low, high) if torch.rand(1) < self.p else None
+        params["contrast_before"] = bool(torch.rand(()) < 0.5)
+        params["channel_permutation"] = torch.randperm(num_channels) if torch.rand(1) < self.p else None
+        return params
+
+
+class RandomAffine(T.RandomAffine):
+    """``torchvision.transforms.v2.RandomAffine`` with its parameters drawn by
+    :func:`uniform_float32` (the same draws, the same values on every CPU)."""
+
+    def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+        height, width = query_size(flat_inputs)
+        angle = uniform_float32(self.degrees[0], self.degrees[1])
+        translate = (0, 0)
+        if self.translate is not None:
+            max_dx, max_dy = float(self.translate[0] * width), float(self.translate[1] * height)
+            translate = (int(round(uniform_float32(-max_dx, max_dx))), int(round(uniform_float32(-max_dy, max_dy))))
+        scale = uniform_float32(self.scale[0], self.scale[1]) if self.scale is not None else 1.0
+        shear = [0.0, 0.0]
+        if self.shear is not None:
+            shear[0] = uniform_float32(self.shear[0], self.shear[1])
+            if len(self.shear) == 4:
+                shear[1] = uniform_float32(self.shear[2], self.shear[3])
+        return dict(angle=angle, translate=translate, scale=scale, shear=tuple(shear))
 
 
 class RandomIoUCrop(T.RandomIoUCrop):
@@ -117,7 +182,7 @@ class Mosaic(T.Transform):
     ):
         super().__init__()
         self.resize = T.Resize(int(output_size), max_size=max_size, antialias=True)
-        self.affine = T.RandomAffine(
+        self.affine = RandomAffine(
             degrees=float(rotation), translate=tuple(float(t) for t in translate),
             scale=tuple(float(s) for s in scale), fill=fill,
         )
@@ -164,10 +229,10 @@ def build_train_transforms(
     """
     ops: List[Any] = []
     if strong and mosaic is not None:
-        ops += [mosaic, T.RandomPhotometricDistort(p=photometric_p), T.SanitizeBoundingBoxes(min_size=min_box_size)]
+        ops += [mosaic, RandomPhotometricDistort(p=photometric_p), T.SanitizeBoundingBoxes(min_size=min_box_size)]
     elif strong:
         ops += [
-            T.RandomPhotometricDistort(p=photometric_p),
+            RandomPhotometricDistort(p=photometric_p),
             T.RandomZoomOut(fill=zoom_out_fill, side_range=tuple(float(s) for s in zoom_out_side_range), p=zoom_out_p),
             RandomIoUCrop(p=iou_crop_p),
             T.SanitizeBoundingBoxes(min_size=min_box_size),
