@@ -28,6 +28,7 @@ from .defaults import (
 )
 from .device import create_ddp_model, device_for_process, resolve_device
 from .ema import EMAHook, ModelEMA, unwrap_model
+from .ema_restart import EMARestartHook
 from .evaluation import FastCOCOEvaluator, evaluate_model
 from .optim import get_param_groups
 from .overrides import OverrideError, UnknownConfigKeyError, apply_overrides
