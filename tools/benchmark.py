@@ -349,13 +349,11 @@ def dense_o2o_variants(train_cfg) -> List[tuple]:
     variants = [("rt-detr", train_cfg)]
     for name, mosaic_prob in (("dense-o2o: Mosaic", 1.0), ("dense-o2o: no Mosaic", 0.0)):
         cfg = OmegaConf.create(OmegaConf.to_container(train_cfg, resolve=True), flags={"allow_objects": True})
-        mapper = OmegaConf.to_container(dense.mapper, resolve=False)
-        for key in ("image_size", "photometric_p", "zoom_out_p", "zoom_out_fill", "zoom_out_side_range",
-                    "iou_crop_p", "flip_p", "min_box_size"):
-            if key in train_cfg.mapper:
-                mapper[key] = train_cfg.mapper[key]
-        mapper.update(policy_epochs=[0, 10**6, 10**6], mosaic_prob=mosaic_prob, mosaic_output_size=side // 2)
-        cfg.mapper = mapper
+        # the recipe's mapper settings plus DEIM's own (Mosaic, policy), in its Mosaic stage from epoch 0
+        for key, value in dense.mapper.items():
+            if key == "_target_" or key not in cfg.mapper:
+                cfg.mapper[key] = value
+        cfg.mapper.update(policy_epochs=[0, 10**6, 10**6], mosaic_prob=mosaic_prob, mosaic_output_size=side // 2)
         cfg.batch_augment = OmegaConf.to_container(dense.batch_augment, resolve=False)
         cfg.batch_augment.update(mixup_epochs=[0, 10**6], multiscale_stop_epoch=None,
                                  multiscale_sizes=multiscale_sizes(side, side * 3 // 4 // 32 * 32 or side,

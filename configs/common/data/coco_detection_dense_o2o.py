@@ -22,25 +22,16 @@ from mlla_rtdetr.data import DenseO2OBatchAugment, DenseO2ODatasetMapper, multis
 
 dataloader = get_config("common/data/coco_detection.py").dataloader
 
-dataloader.train.mapper = L(DenseO2ODatasetMapper)(
-    is_train=True,
-    image_size=(640, 640),
-    photometric_p=0.5,
-    zoom_out_p=0.5,
-    zoom_out_fill=0,
-    zoom_out_side_range=(1.0, 4.0),
-    iou_crop_p=0.8,
-    flip_p=0.5,
-    min_box_size=1.0,
-    # [start augmenting, stop Mosaic, stop augmenting] (epochs)
-    policy_epochs=[4, 64, 117],
-    mosaic_prob=0.5,
-    mosaic_output_size=320,
-    mosaic_rotation=10.0,
-    mosaic_translate=(0.1, 0.1),
-    mosaic_scale=(0.5, 1.5),
-    mosaic_fill=0,
-)
+# the RT-DETR mapper's settings (640 x 640, photometric 0.5, ZoomOut, IoUCrop 0.8, flip) plus the policy
+dataloader.train.mapper._target_ = DenseO2ODatasetMapper
+# [start augmenting, stop Mosaic, stop augmenting] (epochs)
+dataloader.train.mapper.policy_epochs = [4, 64, 117]
+dataloader.train.mapper.mosaic_prob = 0.5
+dataloader.train.mapper.mosaic_output_size = 320
+dataloader.train.mapper.mosaic_rotation = 10.0
+dataloader.train.mapper.mosaic_translate = (0.1, 0.1)
+dataloader.train.mapper.mosaic_scale = (0.5, 1.5)
+dataloader.train.mapper.mosaic_fill = 0
 # DEIM resizes every sample to 640 and rescales the batch in the collate instead.
 dataloader.train.multiscale_sizes = None
 dataloader.train.stop_aug_epoch = None  # the mapper's policy_epochs decide
