@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlla_rtdetr.data import ensure_synthetic_shapes
+from data_utils import synthetic_val_subset
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "projects/mlla_rtdetr/configs/deim_rtdetr_tiny_synthetic.py"
@@ -19,15 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_tiny_deim_recipe_trains_with_every_stage_and_the_ema_restart(tmp_path):
-    root = ensure_synthetic_shapes()
-    coco = json.load(open(root / "annotations" / "instances_val.json"))
-    images = coco["images"][:24]
-    ids = {im["id"] for im in images}
-    mini = tmp_path / "mini.json"
-    mini.write_text(json.dumps(dict(coco, images=images, annotations=[a for a in coco["annotations"]
-                                                                      if a["image_id"] in ids])))
+    json_file, image_root = synthetic_val_subset(tmp_path, 24)
     out = tmp_path / "run"
-    data = [f"json_file={mini}", f"image_root={root / 'val'}", "names=deim_e2e_mini"]
+    data = [f"json_file={json_file}", f"image_root={image_root}", "names=deim_e2e_mini"]
     args = [
         *[f"dataloader.train.dataset.{d}" for d in data], *[f"dataloader.test.dataset.{d}" for d in data],
         "dataloader.train.num_workers=1",
