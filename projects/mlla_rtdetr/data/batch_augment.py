@@ -63,15 +63,19 @@ class DenseO2OBatchAugment:
     def apply(
         self, images: torch.Tensor, targets: List[Dict[str, torch.Tensor]], epoch: int
     ) -> Tuple[torch.Tensor, List[Dict[str, torch.Tensor]], Optional[int]]:
-        """The official batch operations on ``images`` (B, 3, H, W) float in [0, 1] and
-        ``targets`` (dicts with ``boxes`` (N, 4) in any format and ``labels`` (N,)).
+        """The official batch operations on ``images`` (B, 3, H, W), float in [0, 1] or uint8,
+        and ``targets`` (dicts with ``boxes`` (N, 4) in any format and ``labels`` (N,)).
 
-        Returns ``(images, targets, size)``: MixUp adds ``mixup`` (N,) weights to every target;
-        ``size`` is the multi-scale size drawn (``None``: not resized). Boxes are only
-        concatenated: the caller rescales pixel boxes to ``size``.
+        Returns ``(images, targets, size)``: MixUp turns uint8 images into the official float
+        ``x / 255`` first and adds ``mixup`` (N,) weights to every target; without MixUp uint8
+        stays uint8 (nearest-neighbour resizing picks the same pixels in either dtype). ``size`` is
+        the multi-scale size drawn (``None``: not resized). Boxes are only concatenated: the caller
+        rescales pixel boxes to ``size``.
         """
         if random.random() < self.mixup_prob and self.mixup_epochs[0] <= epoch < self.mixup_epochs[1]:
             beta = round(random.uniform(0.45, 0.55), 6)
+            if images.dtype == torch.uint8:
+                images = images.float() / 255.0  # official ConvertPILImage
             images = images.roll(shifts=1, dims=0).mul_(1.0 - beta).add_(images.mul(beta))
             mixed = []
             for i, own in enumerate(targets):
@@ -93,7 +97,7 @@ class DenseO2OBatchAugment:
         shapes = {tuple(s["image"].shape) for s in samples}
         if len(shapes) != 1:
             raise ValueError(f"DenseO2OBatchAugment needs images of one size (the mapper's fixed Resize), got {shapes}")
-        images = torch.stack([s["image"] for s in samples]).float() / 255.0  # official ConvertPILImage
+        images = torch.stack([s["image"] for s in samples])
         targets = [{"boxes": s["instances"].gt_boxes.tensor, "labels": s["instances"].gt_classes} for s in samples]
         images, targets, size = self.apply(images, targets, epoch)
         mixed = "mixup" in targets[0]
@@ -109,8 +113,6 @@ class DenseO2OBatchAugment:
             if mixed:
                 inst.gt_mixup_weights = t["mixup"]
                 img = img * 255.0
-            else:
-                img = img.mul(255.0).round_().to(torch.uint8)  # exactly the input codes, resampled
             out.append(dict(s, image=img.contiguous(), instances=inst))
         return out
 
