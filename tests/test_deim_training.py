@@ -132,3 +132,15 @@ def test_ema_restart_needs_a_best_checkpoint_metric(tmp_path):
     cfg.train.checkpointer.best_metric = None
     with pytest.raises(ConfigError, match="best_metric"):
         do_train(cfg)
+
+
+def test_deim_recipe_base_has_the_official_r18_values_and_one_place_for_stages():
+    deim = get_config("common/deim.py")
+    train, loader, lm = deim.train, deim.dataloader.train, deim.lr_multiplier
+    assert (deim.optimizer.lr, deim.optimizer.weight_decay, loader.total_batch_size, train.epochs) == (2e-4, 1e-4, 16, 120)
+    assert (lm.flat, lm.decay_end, lm.min_factor, lm.warmup) == (64, 117, 0.5, 2000)
+    assert (train.model_ema.restart_epoch, train.model_ema.restart_decay, train.model_ema.warmups) == (117, 0.9999, 2000)
+    assert list(loader.batch_augment.mixup_epochs) == [4, 64] and loader.batch_augment.multiscale_stop_epoch == 117
+    loader.mapper.policy_epochs = [4, 64, 120]  # DEIM-D-FINE-S: everything follows
+    train.epochs = 132
+    assert (lm.flat, lm.decay_end, train.model_ema.restart_epoch, loader.batch_augment.multiscale_stop_epoch) == (64, 120, 120, 120)
