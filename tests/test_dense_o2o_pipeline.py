@@ -15,8 +15,8 @@ the hashes hold on every ISA (checked with ATEN_CPU_CAPABILITY=avx2 / default).
 The fixture's input recipe (``parity_state.make_pipeline_image``) is not portable itself:
 ``torch.linspace`` rounds differently in its vectorized (AVX2 / AVX-512) and scalar kernels, which
 changes a few pixels of image 2 on a CPU without AVX2. The inputs are therefore built with the
-linspace values of the CPU that made the fixture (``tests/fixtures/pipeline_linspace_avx512.pt``,
-torch.linspace(0, 1, n) for the six sizes used); every other step of the recipe is exactly rounded.
+linspace values of the CPU that made the fixture (``data_utils.portable_pipeline_image``); every
+other step of the recipe is exactly rounded.
 """
 import hashlib
 import random
@@ -27,22 +27,12 @@ from detectron2.config import instantiate
 from detectron2.structures import BoxMode
 from torchvision.ops import box_convert
 
-from PIL import Image
+from data_utils import portable_pipeline_image
 
 from mlla_rtdetr.config import get_config
 from mlla_rtdetr.data import DenseO2OBatchAugment, DenseO2ODatasetMapper, Mosaic, multiscale_sizes
 
 DATA_CONFIG = "common/data/coco_detection_dense_o2o.py"
-
-
-def _pipeline_image(index: int, height: int, width: int, linspace) -> Image.Image:
-    """``parity_state.make_pipeline_image`` with stored ``linspace`` values (module docstring)."""
-    g = torch.Generator().manual_seed(100 + int(index))
-    yy, xx = torch.meshgrid(linspace[height], linspace[width], indexing="ij")
-    base = torch.stack([xx, yy, (xx + yy) / 2]) * 180
-    noise = torch.rand((3, height, width), generator=g) * 75
-    arr = (base + noise).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr, "RGB")
 
 
 def _sha256(t: torch.Tensor) -> str:
@@ -57,14 +47,13 @@ def _normalized_cxcywh(instances) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def dense_o2o(parity_dir, repo_root, tmp_path_factory):
+def dense_o2o(parity_dir, tmp_path_factory):
     fixture = torch.load(parity_dir / "fixtures" / "deim_rtdetrv2_r18vd.dense_o2o_pipeline.pt", weights_only=True)
-    linspace = torch.load(repo_root / "tests" / "fixtures" / "pipeline_linspace_avx512.pt", weights_only=True)
     root = tmp_path_factory.mktemp("dense_o2o_images")
     dicts = []
     for i, spec in enumerate(fixture["spec"]["images"]):
         path = root / f"{i}.png"  # lossless: the mapper reads exactly the generated pixels
-        _pipeline_image(i, spec["height"], spec["width"], linspace).save(path)
+        portable_pipeline_image(i, spec["height"], spec["width"]).save(path)
         anns = [
             {"bbox": list(b), "bbox_mode": BoxMode.XYWH_ABS, "category_id": c, "iscrowd": z}
             for b, c, z in zip(spec["bbox_xywh"], spec["category_id"], spec["iscrowd"])
