@@ -184,3 +184,20 @@ def portable_pipeline_image(index: int, height: int, width: int):
     noise = torch.rand((3, height, width), generator=g) * 75
     arr = (base + noise).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(arr, "RGB")
+
+
+def pipeline_fixture_dicts(image_specs, root: Path) -> List[Dict]:
+    """The inputs of a data-pipeline parity fixture (``fixture["spec"]["images"]``) as dataset dicts
+    with their images written losslessly (PNG: the mapper reads exactly the generated pixels) under
+    ``root``; the annotations in COCO form (XYWH, raw ``category_id``, ``iscrowd``)."""
+    from detectron2.structures import BoxMode
+
+    dicts = []
+    for i, spec in enumerate(image_specs):
+        path = Path(root) / f"{i}.png"
+        portable_pipeline_image(i, spec["height"], spec["width"]).save(path)
+        anns = [{"bbox": list(b), "bbox_mode": BoxMode.XYWH_ABS, "category_id": c, "iscrowd": z}
+                for b, c, z in zip(spec["bbox_xywh"], spec["category_id"], spec["iscrowd"])]
+        dicts.append({"file_name": str(path), "height": spec["height"], "width": spec["width"], "image_id": i,
+                      "annotations": anns})
+    return dicts

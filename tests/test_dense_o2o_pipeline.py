@@ -24,10 +24,9 @@ import random
 import pytest
 import torch
 from detectron2.config import instantiate
-from detectron2.structures import BoxMode
 from torchvision.ops import box_convert
 
-from data_utils import portable_pipeline_image
+from data_utils import pipeline_fixture_dicts
 
 from mlla_rtdetr.config import get_config
 from mlla_rtdetr.data import DenseO2OBatchAugment, DenseO2ODatasetMapper, Mosaic, multiscale_sizes
@@ -50,16 +49,7 @@ def _normalized_cxcywh(instances) -> torch.Tensor:
 def dense_o2o(parity_dir, tmp_path_factory):
     fixture = torch.load(parity_dir / "fixtures" / "deim_rtdetrv2_r18vd.dense_o2o_pipeline.pt", weights_only=True)
     root = tmp_path_factory.mktemp("dense_o2o_images")
-    dicts = []
-    for i, spec in enumerate(fixture["spec"]["images"]):
-        path = root / f"{i}.png"  # lossless: the mapper reads exactly the generated pixels
-        portable_pipeline_image(i, spec["height"], spec["width"]).save(path)
-        anns = [
-            {"bbox": list(b), "bbox_mode": BoxMode.XYWH_ABS, "category_id": c, "iscrowd": z}
-            for b, c, z in zip(spec["bbox_xywh"], spec["category_id"], spec["iscrowd"])
-        ]
-        dicts.append({"file_name": str(path), "height": spec["height"], "width": spec["width"], "image_id": i,
-                      "annotations": anns})
+    dicts = pipeline_fixture_dicts(fixture["spec"]["images"], root)  # same pixels on every CPU
     train = get_config(DATA_CONFIG).dataloader.train
     train.dataset = dicts  # the dataset Mosaic draws from holds exactly the four images (fixture spec)
     train.total_batch_size = 4
