@@ -22,7 +22,7 @@ from typing import Optional
 
 from detectron2.engine import HookBase
 
-from .checkpoint import read_checkpoint_file
+from ..checkpoint.io import read_checkpoint_file
 from .ema import ModelEMA, unwrap_model
 
 __all__ = ["EMARestartHook"]
