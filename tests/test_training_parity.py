@@ -30,9 +30,10 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import HookBase
 from detectron2.engine import hooks as d2_hooks
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Boxes, Instances
 
-from parity_state import check_summary, load_manifest, make_input, make_pipeline_image, make_state, max_abs_diff
+from data_utils import pipeline_fixture_dicts
+from parity_state import check_summary, load_manifest, make_input, make_state, max_abs_diff
 from parity_utils import TEST_THREADS, ChoiceReplay
 
 from mlla_rtdetr.checkpoint.rtdetr_converter import load_official_rtdetr
@@ -69,16 +70,7 @@ def pipeline(parity_dir, tmp_path_factory):
     torch.set_num_threads(TEST_THREADS)
     fixture = torch.load(parity_dir / "fixtures" / "rtdetrv2_r18vd.data_pipeline.pt", weights_only=True)
     root = tmp_path_factory.mktemp("pipeline_images")
-    dicts = []
-    for i, spec in enumerate(fixture["spec"]["images"]):
-        path = root / f"{i}.png"  # lossless: the mapper reads exactly the generated pixels
-        make_pipeline_image(i, spec["height"], spec["width"]).save(path)
-        anns = [
-            {"bbox": list(b), "bbox_mode": BoxMode.XYWH_ABS, "category_id": c, "iscrowd": z}
-            for b, c, z in zip(spec["bbox_xywh"], spec["category_id"], spec["iscrowd"])
-        ]
-        dicts.append({"file_name": str(path), "height": spec["height"], "width": spec["width"], "image_id": i,
-                      "annotations": anns})
+    dicts = pipeline_fixture_dicts(fixture["spec"]["images"], root)  # same pixels on every CPU
     cfg = _recipe()
     train = cfg.dataloader.train
     loader = build_train_loader(

@@ -12,6 +12,7 @@ from .classes import check_num_classes, prepare_data
 from .init_checkpoint import InitCheckpointError, load_init_checkpoint, local_checkpoint_path
 from .device import create_ddp_model, device_for_process, resolve_device
 from .ema import EMAHook, ModelEMA, unwrap_model
+from .ema_restart import EMARestartHook
 from .evaluation import evaluate_model
 from .optim import get_param_groups
 from .overrides import OverrideError, UnknownConfigKeyError, apply_overrides
