@@ -56,8 +56,12 @@ train = dict(
     # Evaluation uses the EMA weights ("bbox_ema/..."); eval_raw also evaluates the raw weights
     # ("bbox/..."). Both are saved in checkpoints.
     model_ema=dict(enabled=True, decay=0.9999, warmups=2000, eval_raw=False),
-    # torch DistributedDataParallel options.
-    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    # Multi-process training (world size > 1), as the official RT-DETR: sync_bn makes every trainable
+    # BatchNorm normalise over the images of all processes (torch SyncBatchNorm on CUDA, an
+    # equivalent over gloo on CPU; FrozenBatchNorm2d stays frozen), so 8 GPUs x 2 images train like
+    # one batch of 16; the rest are torch DistributedDataParallel options (broadcast_buffers: rank
+    # 0's buffers at every forward, torch's default).
+    ddp=dict(sync_bn=True, broadcast_buffers=True, find_unused_parameters=False, fp16_compression=False),
     # Global seed; each rank and iteration derives its own RNG state from it, so results are
     # reproducible and resumed runs continue exactly. A negative seed draws a random one.
     seed=42,
