@@ -1,6 +1,12 @@
 """Training engine: config loading and validated overrides, process setup, builders, the trainer
 (CPU/CUDA, AMP, clipping), EMA, checkpoints, optimizer param groups, lr schedules, evaluation,
-preemption, and the training / evaluation of tools/train_net.py."""
+preemption, and the training / evaluation of tools/train_net.py.
+
+Importing it checks the installed detectron2 (:func:`.versions.check_detectron2`)."""
+from .versions import DETECTRON2_VERSIONS, Detectron2VersionError, check_detectron2
+
+check_detectron2()
+
 from .checkpoint import (
     BestCheckpointer,
     Checkpointer,
@@ -34,7 +40,7 @@ from .overrides import OverrideError, UnknownConfigKeyError, apply_overrides
 from .preemption import PREEMPTED_EXIT_CODE, PreemptionHook
 from .schedule import IterationSchedule, lr_schedule
 from .train_net import Evaluation, build_hooks, do_eval_only, do_test, do_train, main
-from .trainer import NonFiniteLossError, Trainer, seed_iteration
+from .trainer import NonFiniteLossError, Trainer, TrainingStepError, resolve_amp_dtype, seed_iteration
 from ..errors import ConfigError
 
 __all__ = [k for k in globals() if not k.startswith("_")]

@@ -32,6 +32,7 @@ from pycocotools.cocoeval import COCOeval as PycocotoolsCOCOeval
 from ..config import config_path, get_config
 from ..data import dataset_classes, dataset_nodes, prepare_datasets, register_node
 from ..errors import ConfigError, DataError
+from ..modeling.layers import set_cpu_kernels
 from .checkpoint import load_init_checkpoint
 from .ema import ModelEMA, unwrap_model
 from .evaluation import FastCOCOEvaluator, faster_cocoeval, has_faster_coco_eval
@@ -270,6 +271,7 @@ def build_model(cfg: DictConfig, device="cpu", checkpoint: Optional[str] = None,
                 use_ema: bool = True, deploy: bool = False) -> torch.nn.Module:
     """Instantiate ``cfg.model`` on ``device``.
 
+    ``train.cpu_kernels`` chooses the CPU kernels of the process (and is resolved in ``cfg``).
     Every RNG is seeded with ``train.seed`` right before construction (detectron2's
     ``seed_all_rng``; 0 for a config without ``train``, a random seed for a negative one), so
     every rank and every tool builds the same initial weights whatever ran before.
@@ -283,6 +285,8 @@ def build_model(cfg: DictConfig, device="cpu", checkpoint: Optional[str] = None,
     """
     if "model" not in cfg:
         raise ConfigError("The config defines no `model`; pass a recipe or a model config.")
+    if OmegaConf.select(cfg, "train.cpu_kernels", default=None) is not None:
+        cfg.train.cpu_kernels = set_cpu_kernels(cfg.train.cpu_kernels)  # resolved: config.yaml records it
     seed = int(OmegaConf.select(cfg, "train.seed", default=0))
     seed_all_rng(seed if seed >= 0 else None)
     model = instantiate(cfg.model)

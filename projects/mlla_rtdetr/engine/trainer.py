@@ -30,16 +30,25 @@ import torch
 from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 
-from ..errors import TrainingStopped, UserError
+from ..errors import ConfigError, TrainingStopped, UserError
 from .preemption import stop_requested
 from .step_flags import FAILURE_KINDS, StepFlags, agree_step_flags
 
-__all__ = ["Trainer", "NonFiniteLossError", "TrainingStepError", "seed_iteration", "AMP_DTYPES"]
+__all__ = ["Trainer", "NonFiniteLossError", "TrainingStepError", "seed_iteration", "AMP_DTYPES", "resolve_amp_dtype"]
 
 logger = logging.getLogger(__name__)
 
 AMP_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
               "bf16": torch.bfloat16}
+
+
+def resolve_amp_dtype(dtype: str, device_type: str) -> str:
+    """``train.amp.dtype``: "auto" -> "bfloat16" on CPU, "float16" on CUDA (and other devices)."""
+    if dtype == "auto":
+        return "bfloat16" if device_type == "cpu" else "float16"
+    if dtype not in AMP_DTYPES:
+        raise ConfigError(f"train.amp.dtype must be auto or one of {sorted(AMP_DTYPES)}, got {dtype!r}")
+    return dtype
 
 
 class NonFiniteLossError(TrainingStopped, FloatingPointError):
@@ -87,8 +96,8 @@ class Trainer(SimpleTrainer):
     Args:
         model, data_loader, optimizer: as in ``SimpleTrainer``.
         amp: enable ``torch.autocast`` on ``device_type``.
-        amp_dtype: "float16" or "bfloat16". float16 uses a GradScaler (loss scaling); bfloat16
-            does not need one.
+        amp_dtype: "float16", "bfloat16" or "auto" (:func:`resolve_amp_dtype`: bfloat16 on CPU,
+            float16 on CUDA). float16 uses a GradScaler (loss scaling); bfloat16 does not need one.
         device_type: "cuda" or "cpu" (autocast / GradScaler device).
         clip_grad: ``dict(max_norm=..., norm_type=...)`` or None.
         seed: base seed for :func:`seed_iteration`; None disables per-iteration seeding.
@@ -101,7 +110,7 @@ class Trainer(SimpleTrainer):
         data_loader,
         optimizer: torch.optim.Optimizer,
         amp: bool = False,
-        amp_dtype: str = "float16",
+        amp_dtype: str = "auto",
         device_type: str = "cpu",
         clip_grad: Optional[Mapping] = None,
         seed: Optional[int] = None,
@@ -109,8 +118,7 @@ class Trainer(SimpleTrainer):
         gather_metric_period: int = 1,
     ):
         super().__init__(model, data_loader, optimizer, gather_metric_period=gather_metric_period)
-        if amp_dtype not in AMP_DTYPES:
-            raise ValueError(f"train.amp.dtype must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}")
+        amp_dtype = resolve_amp_dtype(amp_dtype, device_type)
         if isinstance(model, torch.nn.DataParallel):
             raise ValueError("DataParallel is not supported: launch one process per device (DDP).")
         self.amp = bool(amp)
@@ -214,7 +222,7 @@ class Trainer(SimpleTrainer):
         others = [r for r in self.step_flags.failed_ranks if r != rank]
         message = (
             f"Training stopped at iteration {self.iter}"
-            + (f" on all {world} processes: rank {rank} failed" if world > 1 else ": the step failed")
+            + (f" on all {world} processes: rank {rank} failed" if world > 1 else " (1 process): the step failed")
             + f" {where} ({cause})."
             + (f" Ranks {others} failed too." if others else "")
             + " The optimizer step was skipped; the last saved checkpoint is intact."

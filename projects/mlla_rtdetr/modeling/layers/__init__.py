@@ -18,7 +18,7 @@
 """
 from .activation import get_activation
 from .conv import ConvNormAct, conv_norm_residual, downsample_in_row_bands, fold_conv_norms
-from .fused import Linear, conv2d, linear, onednn_enabled, onednn_kernels
+from .fused import CPU_KERNELS, Linear, conv2d, cpu_kernels, linear, onednn_enabled, onednn_kernels, set_cpu_kernels
 from .mlla import (
     LinearAttention,
     MLLABlock,
