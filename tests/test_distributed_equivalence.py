@@ -10,7 +10,8 @@ SyncBN normalises with the statistics of all 4 images. Denoising is off (its gro
 the most boxes of one process's batch) and the images have one size (no per-batch padding).
 
 Both runs use the same CPU and one thread per process; the tolerances allow for the different
-summation orders of the statistics, gradients and losses (measured differences ~1e-6 relative).
+summation orders of the statistics, gradients and losses (measured differences ~1e-5 relative),
+and for a near-tie that they resolve differently.
 """
 import os
 import socket
@@ -36,9 +37,10 @@ COMMON = [
     "train.cpu_kernels=auto",
 ]
 LR = 0.05
+BATCH_SEED = 2
 
 
-def batch(num_images, seed=0):
+def batch(num_images, seed=BATCH_SEED):
     """``num_images`` detectron2 training inputs: 64x64 noise images with 1-3 boxes each."""
     from detectron2.structures import Boxes, Instances
 
@@ -143,8 +145,10 @@ def test_two_processes_step_equals_one_process_with_sync_bn(steps, case):
     d = differences(steps[(case, "1 process")], steps[(case, True)])
     print(case, "SyncBN on:", d)
     assert d["num_bn"] > 0 and d["num_loss_terms"] >= 9
-    # measured on one CPU: at most 5e-4 / 1e-4 / 3e-3 / 5e-5 / 3e-3 (the MLLA backbone's varifocal
-    # loss is the most sensitive to rounding: float64 moves it by 5e-4 too); SyncBN off: >= 0.1
+    # Measured (3 ISAs of one CPU): losses, gradient norm <= 1e-5, gradients <= 6e-5, BN statistics
+    # <= 5e-5. The tolerances also allow one near-tie of the matching or of the encoder's top-k
+    # that the other summation order resolves differently (other batches: losses 5e-4, gradients
+    # 3e-3); SyncBN off moves all of them by >= 0.1.
     assert d["losses"] < 5e-3, d
     assert d["grad_norm"] < 1e-3, d
     assert d["grads"] < 2e-2, d
