@@ -5,9 +5,9 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
+from fvcore.nn.distributed import differentiable_all_reduce  # detectron2's NaiveSyncBatchNorm uses it too
 from timm.layers import freeze_batch_norm_2d
 from torch import nn
-from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
 from torchvision.ops import FrozenBatchNorm2d
 
 __all__ = ["get_norm", "freeze_batch_norm", "SyncBatchNorm2d", "convert_sync_batch_norm"]
