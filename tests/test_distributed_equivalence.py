@@ -9,6 +9,9 @@ the official one), the matching and every loss term are per image, DDP averages 
 SyncBN normalises with the statistics of all 4 images. Denoising is off (its group count follows
 the most boxes of one process's batch) and the images have one size (no per-batch padding).
 
+The same process group also checks the step's shared flags: a loader error on rank 1 stops both
+ranks at that iteration with one message, and one all-reduce carries every rank's flags.
+
 Both runs use the same CPU and one thread per process; the tolerances allow for the different
 summation orders of the statistics, gradients and losses (measured differences ~1e-5 relative),
 and for a near-tie that they resolve differently.
@@ -19,6 +22,8 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+
+from mlla_rtdetr.engine.step_flags import StepFlags, agree_step_flags
 
 PER_RANK = 2
 WORLD = 2
@@ -98,7 +103,36 @@ def _worker(rank, port, results):
             out = one_step(case, sync_bn, rank, WORLD)
             if rank == 0:
                 results[(case, sync_bn)] = out
+    results[("data failure", rank)] = data_failure(rank)
+    results[("flags", rank)] = agree_step_flags(failure=3 * rank, stop_requested=rank == 1, bad_images=rank + 1)
     dist.destroy_process_group()
+
+
+def data_failure(rank: int) -> str:
+    """Rank 1's loader raises at iteration 1: what each rank raises (the previous batch stands in
+    for rank 1's forward, so both meet the forward's collectives and then the step's flags)."""
+    from detectron2.utils.events import EventStorage
+
+    from mlla_rtdetr.engine import Trainer, TrainingStepError, build_model, create_ddp_model, load_config
+
+    def loader():
+        yield batch(PER_RANK, seed=rank)
+        if rank == 1:
+            raise OSError("the dataset's disk went away")
+        yield batch(PER_RANK, seed=rank + 2)
+
+    cfg = load_config(CASES["resnet_vd"][0], COMMON)
+    model = build_model(cfg, "cpu", checkpoint="")
+    trainer = Trainer(create_ddp_model(model, **cfg.train.ddp), loader(),
+                      torch.optim.SGD(model.parameters(), lr=LR), seed=0)
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        for trainer.iter in range(2):
+            try:
+                trainer.run_step()
+            except TrainingStepError as e:
+                return f"{type(e).__name__} at {trainer.iter}: {e}"
+    return "no error"
 
 
 def _free_port():
@@ -166,3 +200,14 @@ def test_without_sync_bn_the_step_differs(steps, case):
     assert d["bn_stats"] > 1e-1, d
     assert d["grads"] > 1e-1, d
     assert d["losses"] > 5e-2, d
+
+
+@pytest.mark.slow
+def test_a_data_failure_on_one_rank_stops_both_at_that_iteration(steps):
+    expected = ("TrainingStepError at 1: Training stopped at iteration 1 on all 2 processes: rank 1 failed reading "
+                "its data (OSError: the dataset's disk went away).")
+    assert steps[("data failure", 1)].startswith(expected)
+    assert steps[("data failure", 0)].startswith(expected) and "Rank 1's log has the traceback" in steps[("data failure", 0)]
+    # one all-reduce gives every rank every rank's failure, the stop request and the image count
+    assert steps[("flags", 0)] == steps[("flags", 1)] == StepFlags((0, 3), True, 3)
+    assert steps[("flags", 0)].failed_ranks == [1]

@@ -150,9 +150,10 @@ class Trainer(SimpleTrainer):
             data = next(self._data_loader_iter)
             self._last_data = data
         except Exception as e:
-            # The previous batch stands in, so that this rank's forward meets the others' collectives
-            # (DDP buffers, SyncBN, the criterion's box count) before the step's flags stop everyone.
-            failure, data = (1, e), self._last_data
+            # With several ranks the previous batch stands in, so that this rank's forward meets the
+            # others' collectives (DDP buffers, SyncBN, the criterion's box count) before the step's
+            # flags stop everyone.
+            failure, data = (1, e), (self._last_data if comm.get_world_size() > 1 else None)
         data_time = time.perf_counter() - start
         take_bad = getattr(self.data_loader, "take_bad_images", None)
         self.bad_images = take_bad() if take_bad is not None else []
