@@ -68,7 +68,8 @@ class _NoTracebackWithoutCause(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, UserError) or (isinstance(error, TrainingStopped) and error.__cause__ is None):
-            record.msg, record.args = f"Training stopped: {error}", ()
+            record.msg = str(error) if isinstance(error, TrainingStopped) else f"Training stopped: {error}"
+            record.args = ()
             record.exc_info, record.exc_text = None, None
         return True
 
