@@ -66,6 +66,8 @@ def create_ddp_model(model: torch.nn.Module, *, sync_bn: bool = True, fp16_compr
         if convert_sync_batch_norm(model, device.type) is not model:
             raise ValueError("create_ddp_model: the model itself is a BatchNorm; wrap it in a module first.")
         logger.info(f"SyncBN: {n} BatchNorm2d layers normalise over all {comm.get_world_size()} processes")
+    if kwargs.get("broadcast_buffers") is True:
+        kwargs.pop("broadcast_buffers")  # torch's default (deprecated by name in torch >= 2.14)
     if device.type == "cuda":
         kwargs.setdefault("device_ids", [device.index if device.index is not None else comm.get_local_rank()])
     else:
