@@ -7,14 +7,9 @@ from .versions import DETECTRON2_VERSIONS, Detectron2VersionError, check_detectr
 
 check_detectron2()
 
-from .checkpoint import (
-    BestCheckpointer,
-    Checkpointer,
-    InitCheckpointError,
-    PeriodicCheckpointer,
-    load_init_checkpoint,
-    read_checkpoint_file,
-)
+from ..checkpoint.io import read_checkpoint_file
+from .checkpointer import BestCheckpointer, Checkpointer, PeriodicCheckpointer
+from .init_checkpoint import InitCheckpointError, load_init_checkpoint, local_checkpoint_path
 from .defaults import (
     TRAINING_SECTIONS,
     TrainingLength,
