@@ -63,14 +63,14 @@ import torch
 
 from mlla_rtdetr.engine import build_model, load_config
 from mlla_rtdetr.errors import ConfigError, run_main
+from mlla_rtdetr.utils.console import tool_log
 from mlla_rtdetr.utils.bench_cases import build_case, detector_gflops
 from mlla_rtdetr.utils.memprobe import run_in_subprocess
 from mlla_rtdetr.utils.report import environment, markdown_table, ratio, write_json
 from mlla_rtdetr.utils.timing import measure, measure_interleaved, measure_peak_memory
 
 
-def log(msg: str) -> None:
-    print(f"[benchmark {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = tool_log("benchmark")
 
 
 def on_off(value: str) -> List[bool]:
@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input-sizes", type=int, nargs="+", default=[640])
         p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
         p.add_argument("--deploy", choices=["off", "on", "both"], default="both" if name == "inference" else "off",
-                       help="model.deploy(), the inference form of demo and evaluation: RepVGG and BatchNorm "
+                       help="model.deploy(), the inference form of predict.py and evaluation: RepVGG and BatchNorm "
                             "folding, channels-last, fused CPU kernels")
         p.add_argument("--channels-last", choices=["auto", "off", "on", "both"], default="auto",
                        help="images and weights channels-last (on), NCHW (off), or as the model does by "

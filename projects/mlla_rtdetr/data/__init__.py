@@ -29,7 +29,8 @@ from .datasets import (
     release_held_dicts,
     sanitize_dataset_dicts,
 )
-from .evaluation import build_coco_evaluator
+from .coco_evaluator import FastCOCOEvaluator, build_coco_evaluator, has_faster_coco_eval
+from .coco_json import ensure_coco_json
 from .image_io import read_image_rgb, read_image_size
 from .loader import TestLoader, TrainLoader, build_test_loader, build_train_loader, sample_seed
 from .mapper import RTDETRDatasetMapper

@@ -8,7 +8,7 @@ param group's initial lr. :func:`lr_schedule` builds one from human units::
                    warmup=2000, warmup_unit="iter")
 
 ``max_iter`` and ``iters_per_epoch`` are left ``None`` in configs; the engine fills them in
-(see :func:`mlla_rtdetr.engine.defaults.build_lr_scheduler`) once the train loader is known, so
+(see :func:`mlla_rtdetr.engine.builders.build_lr_multiplier`) once the train loader is known, so
 milestones in epochs follow the dataset size and total batch size.
 
 Warm-up follows RT-DETR's ``LinearWarmup``: iteration ``i`` (0-based) uses

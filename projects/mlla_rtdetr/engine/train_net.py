@@ -22,23 +22,13 @@ from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
 from ..errors import ConfigError
+from .builders import build_ema, build_evaluator, build_lr_multiplier, build_model, build_optimizer
 from .checkpointer import BestCheckpointer, Checkpointer, PeriodicCheckpointer
+from .classes import check_num_classes, prepare_data
 from .init_checkpoint import load_init_checkpoint
-from .defaults import (
-    TRAINING_SECTIONS,
-    TrainingLength,
-    build_ema,
-    build_evaluator,
-    build_lr_multiplier,
-    build_model,
-    build_optimizer,
-    check_num_classes,
-    load_config,
-    prepare_data,
-    resolve_training_length,
-    save_config,
-    setup_process,
-)
+from .process import setup_process
+from .recipe import TRAINING_SECTIONS, load_config, save_config
+from .training_length import TrainingLength, resolve_training_length
 from .device import create_ddp_model, device_for_process
 from .data_faults import BadImageHook
 from .ema import EMAHook, ModelEMA, unwrap_model
