@@ -19,9 +19,14 @@ setup(
     package_dir={"mlla_rtdetr": PROJECT_DIR},
     # detectron2 itself is deliberately not listed: it is not on PyPI under its own name, and a
     # user's own build must not be replaced. requirements.txt pins the registry wheel instead.
+    # The ranges the code works with: torch >= 2.4 (torch.amp.GradScaler(device),
+    # torch.is_autocast_enabled(device), torch.compiler.is_compiling); tested with torch 2.14.1 /
+    # torchvision 0.29.1 and detectron2 0.7.2 (sal-detectron2 wheel = upstream a59f0563). The
+    # engine checks the detectron2 range (>=0.6,<0.8, and the private parts it uses) at import.
     install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
+        "torch>=2.4,<2.15",
+        "torchvision>=0.19,<0.30",
+        "packaging",
         "fvcore",
         "iopath",
         "omegaconf>=2.1",

@@ -139,8 +139,9 @@ def test_nan_loss_stops_run_naming_iteration_and_terms(recipe, tmp_path):
     text = log.read_text()
     assert proc.returncode != 0
     start = load_state(out / "model_final.pth")["iteration"] + 1
-    assert f"Non-finite loss at iteration {start}" in text, tail(log)
-    msg = next(line for line in text.splitlines() if "Non-finite loss at iteration" in line)
+    assert f"Training stopped at iteration {start} (1 process): the step failed with a non-finite loss" in text, \
+        tail(log)
+    msg = next(line for line in text.splitlines() if "failed with a non-finite loss" in line)
     assert "loss_giou=nan" in msg and "loss_vfl=" in msg  # bad terms and all terms named
     # the last checkpoint is untouched and still the one to resume from
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"

@@ -28,6 +28,10 @@ Modes::
   image-check      the existence check run before training (one stat per image path) on a generated
                    list of paths (default 118,287, the size of COCO train2017; 1% missing), with one
                    thread and with the threads training uses.
+  step-flags       the cost of the training step's shared stop flags with --processes gloo processes
+                   on CPU: the real trainer step with no flag collective, with the one all-reduce it
+                   runs, and with the three collectives it had before (ratios vs no flags), and the
+                   flag collectives alone.
 
 ``inference`` and ``train-step`` measure any list of models in one run: our recipes
 (``--config-file A.py B.py ...``) and official RT-DETR models from a checkout of
@@ -46,6 +50,7 @@ Examples::
   python tools/benchmark.py encoder-scaling --config-file projects/mlla_rtdetr/configs/rtdetr_r18vd_6x_coco.py
   python tools/benchmark.py attention --tokens 400 6400
   python tools/benchmark.py image-check --paths 118287
+  python tools/benchmark.py step-flags --config-file projects/mlla_rtdetr/configs/rtdetr_tiny_synthetic.py
 """
 from __future__ import annotations
 
@@ -468,6 +473,32 @@ def mode_image_check(args) -> Dict[str, Any]:
     return {"rows": rows, "tables": [("Image existence check before training (median)", markdown_table(rows, cols))]}
 
 
+def mode_step_flags(args) -> Dict[str, Any]:
+    """The trainer step of ``--processes`` gloo processes with and without its flag collective
+    (:mod:`mlla_rtdetr.utils.bench_step_flags`)."""
+    import json
+    import tempfile
+
+    from mlla_rtdetr.launch import launch
+    from mlla_rtdetr.utils.bench_step_flags import VARIANTS, run_step_flags_worker
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {"config_file": args.config_file, "overrides": list(args.opts), "input_size": args.input_size,
+                "batch_size": args.batch_size, "warmup": args.warmup, "iters": args.iters,
+                "threads": args.threads or 1, "output": os.path.join(tmp, "timings.json")}
+        log(f"{args.processes} gloo processes, {spec['threads']} thread(s) each, {args.batch_size} images of "
+            f"{args.input_size} px per process")
+        launch(run_step_flags_worker, args.processes, backend="gloo", args=(spec,))
+        with open(spec["output"]) as f:
+            timings = json.load(f)
+    base = timings[VARIANTS[0]]["median_ms"]
+    rows = [{"what": name, "processes": args.processes, "median_ms": t["median_ms"], "min_ms": t["min_ms"],
+             "time_vs_no_flags": ratio(t["median_ms"], base) if name in VARIANTS else None,
+             "timing": t} for name, t in timings.items()]
+    cols = ["what", "processes", "median_ms", "min_ms", "time_vs_no_flags"]
+    return {"rows": rows, "tables": [("Training step with its stop flags (gloo, CPU)", markdown_table(rows, cols))]}
+
+
 # ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -572,6 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", default=None, help="where to create the files (default: the temp folder)")
     p.set_defaults(memory=False)
     common(p, needs_config=False, warmup=1, iters=5)
+
+    p = sub.add_parser("step-flags", help="cost of the training step's stop flags with several processes")
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--input-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=2, help="images per process")
+    p.set_defaults(memory=False)
+    common(p, warmup=3, iters=30)
     return parser
 
 
@@ -591,7 +629,7 @@ def main(argv=None) -> Dict[str, Any]:
         raise SystemExit("--iters must be >= 1 and --warmup >= 0")
     mode = {"inference": mode_inference, "train-step": lambda a: mode_inference(a, train=True),
             "encoder-scaling": mode_encoder_scaling, "attention": mode_attention, "data": mode_data,
-            "image-check": mode_image_check}[args.mode]
+            "image-check": mode_image_check, "step-flags": mode_step_flags}[args.mode]
     result = mode(args)
     settings = {k: v for k, v in vars(args).items() if k not in ("output", "markdown")}
     payload = {"mode": args.mode, "environment": environment(), "settings": settings,

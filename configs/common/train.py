@@ -57,8 +57,9 @@ train = dict(
         best_metric="auto",
         best_mode="max",
     ),
-    # Automatic mixed precision (CUDA: float16 with a GradScaler, or bfloat16; CPU: bfloat16).
-    amp=dict(enabled=False, dtype="float16"),
+    # Automatic mixed precision: dtype "auto" = bfloat16 on CPU, float16 (with a GradScaler) on CUDA;
+    # or "float16" / "bfloat16". The resolved dtype is written into config.yaml.
+    amp=dict(enabled=False, dtype="auto"),
     # Gradient clipping by global norm (RT-DETR: clip_max_norm 0.1); unscaled first under AMP.
     clip_grad=dict(enabled=True, max_norm=0.1, norm_type=2.0),
     # EMA of the weights, RT-DETR style: decay_t = decay * (1 - exp(-t / warmups)).
@@ -68,13 +69,24 @@ train = dict(
     # model_best.pth and the EMA decay becomes restart_decay (None: off; engine/ema_restart.py).
     model_ema=dict(enabled=True, decay=0.9999, warmups=2000, eval_raw=False,
                    restart_epoch=None, restart_decay=0.9999),
-    # torch DistributedDataParallel options.
-    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    # Multi-process training (world size > 1), as the official RT-DETR: sync_bn makes every trainable
+    # BatchNorm normalise over the images of all processes (torch SyncBatchNorm on CUDA, an
+    # equivalent over gloo on CPU; FrozenBatchNorm2d stays frozen), so 8 GPUs x 2 images train like
+    # one batch of 16; the rest are torch DistributedDataParallel options (broadcast_buffers: rank
+    # 0's buffers at every forward, torch's default).
+    ddp=dict(sync_bn=True, broadcast_buffers=True, find_unused_parameters=False, fp16_compression=False),
     # Global seed; each rank and iteration derives its own RNG state from it, so results are
     # reproducible and resumed runs continue exactly. A negative seed draws a random one.
     seed=42,
-    # "auto" = cuda when available, else cpu; or "cpu", "cuda", "cuda:1"...
+    # "auto" = cuda when available, else cpu; or "cpu", "cuda", or "cuda:1" (a single process only:
+    # with several, each uses the GPU of its local rank; choose GPUs with CUDA_VISIBLE_DEVICES).
     device="auto",
+    # CPU kernels of linear layers and convolutions (mlla_rtdetr.modeling.layers.fused), for every
+    # tool that builds the model from this config: "onednn" (oneDNN linear layers in training,
+    # fused inference kernels), "reference" (PyTorch's ops, as the official code) or "auto" (onednn
+    # where this PyTorch build has working kernels). Independent of the thread count; the resolved
+    # choice is written into config.yaml. No effect on GPU.
+    cpu_kernels="auto",
     # torch.backends.cudnn.benchmark (faster, not bit-reproducible).
     cudnn_benchmark=False,
 )

@@ -1,14 +1,18 @@
 """Errors a user can fix. Imports nothing from the project, so every layer can raise them.
 
 Entry points (``tools/*.py``) run through :func:`run_main`: a :class:`UserError` prints its message
-and exits with status 2, without a traceback; any other exception is a bug and keeps its traceback.
+and exits with status 2, without a traceback; a :class:`TrainingStopped` (a training step failed on
+one process, and every process stopped at that iteration) prints its message and exits with
+status 1, the failing process's log keeping the traceback of the cause; any other exception is a
+bug and keeps its traceback.
 """
 
 import os
 import sys
 from typing import Any, Callable, Optional
 
-__all__ = ["UserError", "ConfigError", "DataError", "CheckpointError", "PathNotFoundError", "run_main"]
+__all__ = ["UserError", "ConfigError", "DataError", "CheckpointError", "PathNotFoundError", "TrainingStopped",
+           "run_main"]
 
 
 class UserError(Exception):
@@ -33,10 +37,16 @@ class PathNotFoundError(UserError, FileNotFoundError):
     """A file or folder the user named (on the command line, in a config) does not exist."""
 
 
+class TrainingStopped(Exception):
+    """Training stopped on every process at the same iteration because a step failed on one of
+    them; the message names the iteration, the rank and the cause. Exit status 1."""
+
+
 def run_main(main: Callable[[], Any], prog: Optional[str] = None) -> int:
     """Run an entry point's ``main()`` and return its exit status: ``main``'s int result, 0 for
     any other result. A :class:`UserError` prints ``<prog>: error: <message>`` on stderr and gives
-    2, without a traceback; any other exception propagates with its traceback.
+    2, without a traceback; a :class:`TrainingStopped` prints the same way and gives 1; any other
+    exception propagates with its traceback.
 
     Usage at the bottom of a tool: ``sys.exit(run_main(main))``.
     """
@@ -46,4 +56,7 @@ def run_main(main: Callable[[], Any], prog: Optional[str] = None) -> int:
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 2
+    except TrainingStopped as e:
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        return 1
     return status if isinstance(status, int) else 0

@@ -3,7 +3,13 @@ overrides (:mod:`.recipe`, :mod:`.overrides`), process setup (:mod:`.process`), 
 (:mod:`.training_length`), the class check (:mod:`.classes`), builders (:mod:`.builders`), the
 trainer (CPU/CUDA, AMP, clipping), EMA, the training checkpointer, loading initial weights,
 optimizer param groups, lr schedules, evaluation of raw / EMA weights, preemption, and the
-training / evaluation of tools/train_net.py (:mod:`.train_net`)."""
+training / evaluation of tools/train_net.py (:mod:`.train_net`).
+
+Importing it checks the installed detectron2 (:func:`.versions.check_detectron2`)."""
+from .versions import DETECTRON2_VERSIONS, Detectron2VersionError, check_detectron2
+
+check_detectron2()
+
 from ..checkpoint.io import read_checkpoint_file
 from .arguments import default_argument_parser
 from .builders import build_ema, build_evaluator, build_lr_multiplier, build_model, build_optimizer, load_weights
@@ -21,7 +27,7 @@ from .process import setup_process
 from .recipe import TRAINING_SECTIONS, load_config, save_config
 from .schedule import IterationSchedule, lr_schedule
 from .train_net import Evaluation, build_hooks, do_eval_only, do_test, do_train, main
-from .trainer import NonFiniteLossError, Trainer, seed_iteration
+from .trainer import NonFiniteLossError, Trainer, TrainingStepError, resolve_amp_dtype, seed_iteration
 from .training_length import TrainingLength, resolve_training_length
 from ..data import FastCOCOEvaluator
 from ..errors import ConfigError

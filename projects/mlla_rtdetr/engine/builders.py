@@ -15,6 +15,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.registry import locate
 
 from ..errors import ConfigError
+from ..modeling.layers import set_cpu_kernels
 from .init_checkpoint import load_init_checkpoint
 from .ema import ModelEMA, unwrap_model
 from .optim import describe_param_groups
@@ -29,6 +30,7 @@ def build_model(cfg: DictConfig, device="cpu", checkpoint: Optional[str] = None,
                 use_ema: bool = True, deploy: bool = False) -> torch.nn.Module:
     """Instantiate ``cfg.model`` on ``device``.
 
+    ``train.cpu_kernels`` chooses the CPU kernels of the process (and is resolved in ``cfg``).
     Every RNG is seeded with ``train.seed`` right before construction (detectron2's
     ``seed_all_rng``; 0 for a config without ``train``, a random seed for a negative one), so
     every rank and every tool builds the same initial weights whatever ran before.
@@ -42,6 +44,8 @@ def build_model(cfg: DictConfig, device="cpu", checkpoint: Optional[str] = None,
     """
     if "model" not in cfg:
         raise ConfigError("The config defines no `model`; pass a recipe or a model config.")
+    if OmegaConf.select(cfg, "train.cpu_kernels", default=None) is not None:
+        cfg.train.cpu_kernels = set_cpu_kernels(cfg.train.cpu_kernels)  # resolved: config.yaml records it
     seed = int(OmegaConf.select(cfg, "train.seed", default=0))
     seed_all_rng(seed if seed >= 0 else None)
     model = instantiate(cfg.model)

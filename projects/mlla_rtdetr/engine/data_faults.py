@@ -2,8 +2,9 @@
 with a checkpoint to resume from once they exceed the loader's ``max_bad_image_share``.
 
 The train loader replaces such an image in its batch deterministically (see
-:mod:`mlla_rtdetr.data.loader`) and reports it; :class:`BadImageHook` gathers the reports of all
-ranks after every step, so every rank knows the same images, writes their count as the scalar
+:mod:`mlla_rtdetr.data.loader`) and reports it; the trainer counts the reports of all ranks in the
+step's flags (:mod:`.step_flags`) and :class:`BadImageHook` gathers their names on the steps that
+have some, so every rank knows the same images, writes their count as the scalar
 ``data/bad_images`` (``metrics.json``, TensorBoard) and all ranks stop at the same iteration.
 The images met so far are part of the trainer's checkpointed state: a resumed run counts on.
 """
@@ -17,24 +18,13 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..data.checks import listing
-from ..errors import DataError, UserError
+from ..errors import DataError
 
 __all__ = ["BadImageHook", "METRIC"]
 
 logger = logging.getLogger(__name__)
 
 METRIC = "data/bad_images"
-
-
-class _NoTracebackForUserErrors(logging.Filter):
-    """detectron2's training loop logs every exception with its traceback; a user error (e.g. too
-    many unreadable images) keeps only its message, which the entry point prints anyway."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], UserError):
-            record.msg, record.args = f"Training stopped: {record.exc_info[1]}", ()
-            record.exc_info, record.exc_text = None, None
-        return True
 
 
 class BadImageHook(HookBase):
@@ -49,23 +39,18 @@ class BadImageHook(HookBase):
         self.loader = loader
         self.checkpointer = checkpointer
         self.bad: Dict[str, str] = {}
-        self._filter = _NoTracebackForUserErrors()
-
-    def before_train(self):
-        logging.getLogger("detectron2.engine.train_loop").addFilter(self._filter)
-
-    def after_train(self):
-        logging.getLogger("detectron2.engine.train_loop").removeFilter(self._filter)
 
     def after_step(self):
-        new = self.loader.take_bad_images()
-        if comm.get_world_size() > 1:
+        # The trainer took this step's reports from the loader; their count is in the step's flags,
+        # so the names are gathered only on the steps where some rank met one.
+        new = [(comm.get_rank(), item) for item in self.trainer.bad_images]
+        if self.trainer.step_flags.bad_images and comm.get_world_size() > 1:
             new = [item for part in comm.all_gather(new) for item in part]
-        for file_name, reason in new:
+        for rank, (file_name, reason) in new:
             if file_name not in self.bad:
                 self.bad[file_name] = reason
-                logger.warning(f"Skipping an image that cannot be read (replaced in its batch, the same "
-                               f"way on every run): {reason}")
+                logger.warning(f"Rank {rank} skips an image that cannot be read (replaced in its batch, the "
+                               f"same way on every run): {reason}")
         self.trainer.storage.put_scalar(METRIC, len(self.bad), smoothing_hint=False)
         total, share = self.loader.num_samples, self.loader.max_bad_image_share
         if len(self.bad) > share * total:

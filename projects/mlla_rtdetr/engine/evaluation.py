@@ -22,7 +22,6 @@ __all__ = [
     "evaluate_model",
     "inference_copy",
     "rename_results",
-    "broadcast_state_from_main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -31,21 +30,6 @@ logger = logging.getLogger(__name__)
 def rename_results(results: Mapping[str, Dict], suffix: str) -> "OrderedDict[str, Dict]":
     """``{"bbox": {...}} -> {"bbox" + suffix: {...}}``."""
     return OrderedDict((f"{task}{suffix}", metrics) for task, metrics in (results or {}).items())
-
-
-@torch.no_grad()
-def broadcast_state_from_main(model: torch.nn.Module) -> None:
-    """Copy rank 0's parameters and buffers to every rank.
-
-    Under DDP each rank keeps its own BatchNorm running statistics (and EMA of them), so sharded
-    inference would otherwise mix weights; after this every shard runs rank 0's (saved) weights.
-    """
-    if comm.get_world_size() == 1:
-        return
-    import torch.distributed as dist
-
-    for tensor in model.state_dict().values():
-        dist.broadcast(tensor, src=0)
 
 
 def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -66,7 +50,9 @@ def evaluate_model(
     Args:
         models: ``{suffix: model}``, e.g. ``{"": raw_model, "_ema": ema_model}``; the results of
             each are reported as ``task + suffix`` ("bbox", "bbox_ema"), never overwriting.
-        data_loader: the (sharded) test loader; every rank runs its shard.
+        data_loader: the (sharded) test loader; every rank runs its shard with its own copy of the
+            weights, equal on all ranks (DDP keeps the parameters equal; SyncBN and DDP's
+            ``broadcast_buffers`` the BatchNorm statistics; the EMA follows them).
         evaluator_factory: returns a fresh evaluator per model.
 
     Returns:
@@ -76,7 +62,6 @@ def evaluate_model(
     for suffix, model in models.items():
         name = "raw" if suffix == "" else suffix.lstrip("_")
         logger.info(f"Evaluating {name} weights ...")
-        broadcast_state_from_main(model)
         results = inference_on_dataset(inference_copy(model), data_loader, evaluator_factory())
         renamed = rename_results(results, suffix)
         clash = set(renamed) & set(merged)

@@ -12,7 +12,9 @@ run's checkpointer and then stops the process:
 * otherwise the process exits with :data:`PREEMPTED_EXIT_CODE`; restarting the same command with
   ``--resume`` continues from the saved iteration exactly.
 
-All ranks agree on the stopping iteration: the flag is all-reduced (max) every step.
+All ranks agree on the stopping iteration: the flag travels in the step's flags, the one
+all-reduce per step of :class:`~mlla_rtdetr.engine.trainer.Trainer` (:mod:`.step_flags`); with
+another trainer the hook agrees on it itself.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ import signal
 import sys
 from typing import Callable, Dict, Optional, Sequence
 
-import torch
 import torch.distributed as dist
 from detectron2.engine import HookBase
+
+from .step_flags import agree_step_flags
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +78,6 @@ def reset() -> None:
     _State.requested = None
 
 
-def _agree(local_flag: bool) -> bool:
-    """True on every rank if any rank has the flag (one small all-reduce per call)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local_flag
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    flag = torch.tensor([1 if local_flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
 def _in_submitit_job() -> bool:
     return bool(os.environ.get("SUBMITIT_EXECUTOR"))
 
@@ -117,7 +110,10 @@ class PreemptionHook(HookBase):
         install_handlers(self.signals)
 
     def after_step(self):
-        if not _agree(stop_requested() is not None):
+        flags = getattr(self.trainer, "step_flags", None)
+        if flags is None:  # a trainer without step flags
+            flags = agree_step_flags(stop_requested=stop_requested() is not None)
+        if not flags.stop_requested:
             return
         iteration = self.trainer.iter
         signum = stop_requested() or signal.SIGUSR1

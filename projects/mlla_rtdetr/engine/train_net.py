@@ -35,7 +35,7 @@ from .ema import EMAHook, ModelEMA, unwrap_model
 from .ema_restart import EMARestartHook
 from .evaluation import evaluate_model
 from .preemption import PreemptionHook
-from .trainer import Trainer
+from .trainer import Trainer, resolve_amp_dtype
 
 __all__ = [
     "Evaluation",
@@ -112,7 +112,7 @@ def build_trainer(cfg: DictConfig, model: torch.nn.Module, train_loader, optimiz
     amp, clip = cfg.train.amp, cfg.train.clip_grad
     return Trainer(
         model, train_loader, optimizer,
-        amp=amp.enabled, amp_dtype=amp.get("dtype", "float16"), device_type=device.type,
+        amp=amp.enabled, amp_dtype=amp.get("dtype", "auto"), device_type=device.type,
         clip_grad=dict(max_norm=clip.max_norm, norm_type=clip.get("norm_type", 2.0)) if clip.enabled else None,
         seed=int(cfg.train.seed),
     )
@@ -216,6 +216,7 @@ def do_train(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
 
     optimizer = build_optimizer(cfg, model)
     lr_multiplier = build_lr_multiplier(cfg, length)
+    cfg.train.amp.dtype = resolve_amp_dtype(cfg.train.amp.get("dtype", "auto"), device.type)  # for config.yaml
     save_config(cfg, output_dir)
 
     ddp_model = create_ddp_model(model, **cfg.train.get("ddp", {}))

@@ -2,8 +2,17 @@
 
 detectron2's ``AMPTrainer`` asserts CUDA; :class:`Trainer` runs the same step on any device:
 
-    data -> seed RNGs for (seed, rank, iteration) -> autocast forward -> finite-loss check
+    data -> seed RNGs for (seed, rank, iteration) -> autocast forward -> losses
+    -> step flags (one all-reduce: failures, finite check, stop request, unreadable images)
     -> zero_grad -> (scaled) backward -> unscale -> clip_grad_norm_ -> (scaler) step
+
+A failure on any rank (its data, forward pass or losses raise, or the loss is not finite) reaches
+every rank through the step flags (:mod:`.step_flags`): all ranks stop at that iteration with one
+message naming the rank and the cause, without relying on the launcher or the backend. Limit: the
+forward's own collectives (DDP's buffer broadcast, SyncBN, the criterion's box count) must have
+been met by every rank, which holds for the data (the previous batch stands in) and for everything
+from the losses on (matching, loss terms); an exception inside the model before them leaves the
+other ranks in that collective until the launcher or the process-group timeout ends them.
 
 Seeding every iteration from (seed, rank, iteration) makes random ops inside the model (e.g.
 denoising-query noise) independent of what ran before, so a resumed run repeats exactly the
@@ -14,16 +23,18 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
-
 from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 
-__all__ = ["Trainer", "NonFiniteLossError", "seed_iteration", "AMP_DTYPES"]
+from ..errors import ConfigError, TrainingStopped, UserError
+from .preemption import stop_requested
+from .step_flags import FAILURE_KINDS, StepFlags, agree_step_flags
+
+__all__ = ["Trainer", "NonFiniteLossError", "TrainingStepError", "seed_iteration", "AMP_DTYPES", "resolve_amp_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +42,43 @@ AMP_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch
               "bf16": torch.bfloat16}
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or inf; raised before the optimizer step (weights untouched)."""
+def resolve_amp_dtype(dtype: str, device_type: str) -> str:
+    """``train.amp.dtype``: "auto" -> "bfloat16" on CPU, "float16" on CUDA (and other devices)."""
+    if dtype == "auto":
+        return "bfloat16" if device_type == "cpu" else "float16"
+    if dtype not in AMP_DTYPES:
+        raise ConfigError(f"train.amp.dtype must be auto or one of {sorted(AMP_DTYPES)}, got {dtype!r}")
+    return dtype
+
+
+class NonFiniteLossError(TrainingStopped, FloatingPointError):
+    """A loss term (or the matching) became NaN or inf; raised on every rank before the optimizer
+    step (weights untouched)."""
+
+
+class TrainingStepError(TrainingStopped, RuntimeError):
+    """A rank's data, forward pass or losses raised; raised on every rank at that iteration."""
+
+
+class _NoTracebackWithoutCause(logging.Filter):
+    """detectron2's training loop logs every exception with its traceback. A user error (e.g. too
+    many unreadable images) and the stop of a rank that did not fail itself keep only their
+    message, which the entry point prints anyway; the failing rank's error keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, UserError) or (isinstance(error, TrainingStopped) and error.__cause__ is None):
+            record.msg = str(error) if isinstance(error, TrainingStopped) else f"Training stopped: {error}"
+            record.args = ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_TRACEBACK_FILTER = _NoTracebackWithoutCause()
+
+
+def _non_finite_terms(loss_dict: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    return {k: float(v.detach()) for k, v in loss_dict.items() if not torch.isfinite(v.detach()).all()}
 
 
 def seed_iteration(seed: int, rank: int, iteration: int) -> None:
@@ -51,8 +97,8 @@ class Trainer(SimpleTrainer):
     Args:
         model, data_loader, optimizer: as in ``SimpleTrainer``.
         amp: enable ``torch.autocast`` on ``device_type``.
-        amp_dtype: "float16" or "bfloat16". float16 uses a GradScaler (loss scaling); bfloat16
-            does not need one.
+        amp_dtype: "float16", "bfloat16" or "auto" (:func:`resolve_amp_dtype`: bfloat16 on CPU,
+            float16 on CUDA). float16 uses a GradScaler (loss scaling); bfloat16 does not need one.
         device_type: "cuda" or "cpu" (autocast / GradScaler device).
         clip_grad: ``dict(max_norm=..., norm_type=...)`` or None.
         seed: base seed for :func:`seed_iteration`; None disables per-iteration seeding.
@@ -65,7 +111,7 @@ class Trainer(SimpleTrainer):
         data_loader,
         optimizer: torch.optim.Optimizer,
         amp: bool = False,
-        amp_dtype: str = "float16",
+        amp_dtype: str = "auto",
         device_type: str = "cpu",
         clip_grad: Optional[Mapping] = None,
         seed: Optional[int] = None,
@@ -73,8 +119,7 @@ class Trainer(SimpleTrainer):
         gather_metric_period: int = 1,
     ):
         super().__init__(model, data_loader, optimizer, gather_metric_period=gather_metric_period)
-        if amp_dtype not in AMP_DTYPES:
-            raise ValueError(f"train.amp.dtype must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}")
+        amp_dtype = resolve_amp_dtype(amp_dtype, device_type)
         if isinstance(model, torch.nn.DataParallel):
             raise ValueError("DataParallel is not supported: launch one process per device (DDP).")
         self.amp = bool(amp)
@@ -86,32 +131,55 @@ class Trainer(SimpleTrainer):
         self.grad_scaler = grad_scaler or torch.amp.GradScaler(device_type, enabled=use_scaler)
         self.clip_grad = dict(clip_grad) if clip_grad else None
         self.seed = seed
+        self._last_data = None
+        self.step_flags: Optional[StepFlags] = None  # this step's agreed flags (read by hooks)
+        self.bad_images = []  # (file_name, reason) of the unreadable images this rank met this step
+
+    def train(self, start_iter: int, max_iter: int):
+        train_loop_logger = logging.getLogger("detectron2.engine.train_loop")
+        train_loop_logger.addFilter(_TRACEBACK_FILTER)
+        try:
+            super().train(start_iter, max_iter)
+        finally:
+            train_loop_logger.removeFilter(_TRACEBACK_FILTER)
 
     def run_step(self):
         assert self.model.training, "[Trainer] model was changed to eval mode!"
         start = time.perf_counter()
-        data = next(self._data_loader_iter)
+        failure: Optional[Tuple[int, BaseException]] = None
+        try:
+            data = next(self._data_loader_iter)
+            self._last_data = data
+        except Exception as e:
+            # With several ranks the previous batch stands in, so that this rank's forward meets the
+            # others' collectives (DDP buffers, SyncBN, the criterion's box count) before the step's
+            # flags stop everyone.
+            failure, data = (1, e), (self._last_data if comm.get_world_size() > 1 else None)
         data_time = time.perf_counter() - start
+        take_bad = getattr(self.data_loader, "take_bad_images", None)
+        self.bad_images = take_bad() if take_bad is not None else []
         # Seed after fetching: creating the loader iterator (first step after a start or resume)
         # draws from the global RNG, which must not shift the model's random ops.
         if self.seed is not None:
             seed_iteration(self.seed, comm.get_rank(), self.iter)
 
-        try:
-            with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp):
-                loss_dict = self.model(data)
-        except FloatingPointError as e:  # e.g. the matcher met NaN predictions before any loss
-            if isinstance(e, NonFiniteLossError):
-                raise
-            raise NonFiniteLossError(
-                f"Non-finite values at iteration {self.iter} on rank {comm.get_rank()} during the "
-                f"forward pass ({e}). The optimizer step was skipped; the last saved checkpoint is "
-                "intact. Try a lower lr, gradient clipping (train.clip_grad) or disabling AMP."
-            ) from e
-        if isinstance(loss_dict, torch.Tensor):
-            loss_dict = {"total_loss": loss_dict}
-        losses = sum(v.float() for v in loss_dict.values())
-        self._check_finite(loss_dict, losses)
+        loss_dict, losses = {}, None
+        if data is not None:
+            try:
+                with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp):
+                    loss_dict = self.model(data)
+                if isinstance(loss_dict, torch.Tensor):
+                    loss_dict = {"total_loss": loss_dict}
+                losses = sum(v.float() for v in loss_dict.values())
+            except Exception as e:
+                failure = failure or (2, e)
+        if failure is None and not bool(torch.isfinite(losses.detach())):
+            failure = (3, None)
+        # The step's one collective: before backward, whose all-reduce a stopped rank would never join.
+        self.step_flags = agree_step_flags(failure[0] if failure else 0, stop_requested() is not None,
+                                           len(self.bad_images))
+        if self.step_flags.failed_ranks:
+            self._stop_all(failure, loss_dict)
 
         self.optimizer.zero_grad(set_to_none=True)
         self.grad_scaler.scale(losses).backward()
@@ -129,24 +197,46 @@ class Trainer(SimpleTrainer):
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
 
-    def _check_finite(self, loss_dict: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
-        finite = torch.isfinite(total.detach())
-        if comm.get_world_size() > 1:
-            # Every rank must stop together, otherwise the others hang in backward's all-reduce.
-            flag = finite.to(torch.float32).reshape(1)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = flag[0] > 0
-        if bool(finite):
-            return
-        bad = {k: float(v.detach()) for k, v in loss_dict.items() if not torch.isfinite(v.detach()).all()}
-        where = f"rank {comm.get_rank()}" if bad else f"another rank (this is rank {comm.get_rank()})"
-        raise NonFiniteLossError(
-            f"Non-finite loss at iteration {self.iter} on {where}: "
-            f"{bad if bad else 'all local terms finite'}. All terms: "
-            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
-            + ". The optimizer step was skipped; the last saved checkpoint is intact. Try a lower "
-            "lr, gradient clipping (train.clip_grad) or disabling AMP."
+    def _stop_all(self, failure: Optional[Tuple[int, BaseException]], loss_dict: Dict[str, torch.Tensor]) -> None:
+        """Raise on every rank, at this iteration, one error naming the first failing rank and its
+        cause (the step is skipped: weights and the last checkpoint are untouched). The failing
+        rank chains its own exception, whose traceback its log keeps."""
+        code, error = failure if failure else (0, None)
+        if code == 3:
+            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
+            cause = f"non-finite loss terms {_non_finite_terms(loss_dict)}; all terms: {terms}"
+        elif error is not None:
+            cause = f"{type(error).__name__}: {error}"
+        else:
+            cause = ""
+        kind = ("nonfinite" if code == 3 or isinstance(error, FloatingPointError)
+                else "user" if isinstance(error, UserError) else "error")
+        world = comm.get_world_size()
+        if world == 1:
+            if code in (1, 2) and kind != "nonfinite":
+                raise error  # a single process: the exception itself, unchanged
+            reports = [(kind, cause)]
+        else:
+            reports = comm.all_gather((kind, cause))  # rare: only when a rank failed
+        rank = self.step_flags.failed_ranks[0]
+        kind, cause = reports[rank]
+        where = FAILURE_KINDS[self.step_flags.failures[rank]]
+        others = [r for r in self.step_flags.failed_ranks if r != rank]
+        message = (
+            f"Training stopped at iteration {self.iter}"
+            + (f" on all {world} processes: rank {rank} failed" if world > 1 else " (1 process): the step failed")
+            + f" {where} ({cause})."
+            + (f" Ranks {others} failed too." if others else "")
+            + " The optimizer step was skipped; the last saved checkpoint is intact."
         )
+        if kind == "nonfinite":
+            message += " Try a lower lr, gradient clipping (train.clip_grad) or disabling AMP."
+            cls = NonFiniteLossError
+        else:
+            cls = UserError if kind == "user" else TrainingStepError
+            if world > 1 and comm.get_rank() != rank:
+                message += f" Rank {rank}'s log has the traceback."
+        raise cls(message) from error
 
     def state_dict(self):
         ret = super().state_dict()

@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 
 from ..engine import TRAINING_SECTIONS, load_config, prepare_data, resolve_device
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, TrainingStopped, UserError
 
 __all__ = ["DEFAULT_TIMEOUT", "TORCHRUN_VARS", "dist_backend_for", "launch", "launch_from_args", "torchrun_env"]
 
@@ -118,12 +118,14 @@ def _find_free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _transferable(error: UserError) -> UserError:
+def _transferable(error: Exception) -> Exception:
     """``error`` if it survives pickling (to reach the launching process), else its message."""
     try:
-        return pickle.loads(pickle.dumps(error))
+        error = pickle.loads(pickle.dumps(error))
     except Exception:  # pickling fails with several exception types (custom constructors ...)
-        return UserError(str(error))
+        return UserError(str(error)) if isinstance(error, UserError) else TrainingStopped(str(error))
+    error.__cause__ = error.__context__ = None  # the cause's traceback is in the failing process's log
+    return error
 
 
 def _spawned_worker(local_rank, main_func, args, world_size, num_per_machine, machine_rank, dist_url,
@@ -132,10 +134,11 @@ def _spawned_worker(local_rank, main_func, args, world_size, num_per_machine, ma
                 num_per_machine, timeout)
     try:
         main_func(*args)
-    except UserError as e:
+    except (UserError, TrainingStopped) as e:
         # The launching process raises it again: one message, without the processes' tracebacks.
+        # A training step's failure is raised on every rank with the same message.
         user_errors.put(_transferable(e))
-        sys.exit(USER_ERROR_EXIT_CODE)
+        sys.exit(USER_ERROR_EXIT_CODE if isinstance(e, UserError) else 1)
     dist.destroy_process_group()  # after success only: the other processes may still be in a collective
 
 
@@ -161,8 +164,8 @@ def launch(
             (``train.device=auto``); :func:`launch_from_args` passes the config's.
 
     Returns ``main_func``'s result in the processes that run it themselves (a single process, or
-    one that joined a torchrun group); None after spawning. A :class:`UserError` raised in a
-    spawned process is raised again here.
+    one that joined a torchrun group); None after spawning. A :class:`UserError` or
+    :class:`TrainingStopped` raised in a spawned process is raised again here.
     """
     backend = dist_backend_for(resolve_device("auto"), backend)
     env = torchrun_env()

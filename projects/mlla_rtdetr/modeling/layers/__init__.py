@@ -1,7 +1,8 @@
 """Blocks shared by every model family (timm ``layers`` / detrex ``layers`` style).
 
 * :mod:`.activation` - :func:`get_activation`, the one activation resolver.
-* :mod:`.norm` - :func:`get_norm` (2D norms by name) and :func:`freeze_batch_norm`.
+* :mod:`.norm` - :func:`get_norm` (2D norms by name), :func:`freeze_batch_norm`, and
+  :func:`convert_sync_batch_norm` (BatchNorm over all processes; :class:`SyncBatchNorm2d` off CUDA).
 * :mod:`.conv` - :class:`ConvNormAct`, conv -> norm -> act with the official ``conv`` / ``norm`` keys;
   :func:`fold_conv_norms` folds BatchNorms into the convs before them for inference;
   :func:`downsample_in_row_bands` evaluates a wide stride-2 chain in bands of rows on CPU.
@@ -17,7 +18,7 @@
 """
 from .activation import get_activation
 from .conv import ConvNormAct, conv_norm_residual, downsample_in_row_bands, fold_conv_norms
-from .fused import Linear, conv2d, linear, onednn_enabled, onednn_kernels
+from .fused import CPU_KERNELS, Linear, conv2d, cpu_kernels, linear, onednn_enabled, onednn_kernels, set_cpu_kernels
 from .mlla import (
     LinearAttention,
     MLLABlock,
@@ -31,7 +32,7 @@ from .mlla import (
 )
 from .memory_format import as_memory_format_of, dense_grad, is_channels_last
 from .mlp import MLP, Mlp
-from .norm import freeze_batch_norm, get_norm
+from .norm import SyncBatchNorm2d, convert_sync_batch_norm, freeze_batch_norm, get_norm
 from .registry import Registry
 
 __all__ = [k for k in globals() if not k.startswith("_")]

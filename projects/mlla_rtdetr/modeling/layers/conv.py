@@ -53,7 +53,7 @@ def conv_norm_residual(layer: ConvNormAct, x: torch.Tensor, residual: torch.Tens
     return y if act is None else act(y)
 
 
-_FOLDABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
+_FOLDABLE_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d)  # SyncBatchNorm: converted for DDP
 
 
 @torch.no_grad()
@@ -72,7 +72,7 @@ def fold_conv_norms(module: nn.Module) -> int:
         conv, norm = getattr(m, "conv", None), getattr(m, "norm", None)
         if not isinstance(conv, nn.Conv2d) or not isinstance(norm, _FOLDABLE_NORMS):
             continue
-        if isinstance(norm, nn.BatchNorm2d) and (norm.training or not norm.track_running_stats):
+        if isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm)) and (norm.training or not norm.track_running_stats):
             raise RuntimeError("fold_conv_norms needs BatchNorms in eval mode with running statistics.")
         conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean,
                                                       norm.running_var, norm.eps, norm.weight, norm.bias)

@@ -8,12 +8,17 @@ uses oneDNN:
 * when no gradient is needed (inference), its fused kernels (the ones Inductor uses on CPU), which
   apply the activation, and optionally a residual, inside the kernel instead of in extra passes
   over the output; :func:`conv2d` does the same for convolutions;
-* in training, for layers of at least 2**24 multiply-adds and more than one thread, a 1x1
-  convolution over the rows of the input (a channels-last view, no copy), whose forward and
-  backward both run on oneDNN: a training step of RT-DETRv2-R18 at 640 is ~10% faster.
+* in training, for layers of at least 2**24 multiply-adds, a 1x1 convolution over the rows of the
+  input (a channels-last view, no copy), whose forward and backward both run on oneDNN: a training
+  step of RT-DETRv2-R18 at 640 is ~10% faster (with one thread PyTorch runs this convolution on
+  its own kernel, ~15% slower than ``F.linear`` on those layers).
 
 Otherwise (GPU, half precision, autocast, tracing, export, ``torch.compile``) they run the plain
 PyTorch ops. All paths give the same result up to float rounding (~1e-6 relative).
+
+Which kernels run is the process's :func:`set_cpu_kernels` choice (``train.cpu_kernels``, set by
+``build_model``; :func:`onednn_kernels` for a block), never the thread count. The private oneDNN
+ops are probed once each (:func:`_probed`); a missing or changed one is replaced by the public op.
 
 The activations fused are ReLU, exact GELU and SiLU; any other is applied afterwards. A depthwise
 conv plus its own input (MLLA's CPE) is one conv with the identity added to its centre taps.
@@ -21,26 +26,100 @@ conv plus its own input (MLLA's CPE) is one conv with the identity added to its 
 from __future__ import annotations
 
 import contextlib
-import os
-from typing import Iterator, Optional
+import functools
+import logging
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Linear", "linear", "conv2d", "onednn_enabled", "onednn_kernels"]
+from ...errors import ConfigError
 
-_HAS_ONEDNN = (
-    torch.backends.mkldnn.is_available()
-    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-)
+__all__ = ["CPU_KERNELS", "Linear", "linear", "conv2d", "onednn_enabled", "onednn_kernels", "set_cpu_kernels",
+           "cpu_kernels"]
 
-if _HAS_ONEDNN:  # explicit overloads: resolving the overload packet on every call costs milliseconds
-    _LINEAR = torch.ops.mkldnn._linear_pointwise.default
-    _LINEAR_BINARY = torch.ops.mkldnn._linear_pointwise.binary
-    _CONV = torch.ops.mkldnn._convolution_pointwise.default
-    _CONV_BINARY = torch.ops.mkldnn._convolution_pointwise.binary
+logger = logging.getLogger(__name__)
+
+CPU_KERNELS = ("auto", "onednn", "reference")
+"""``train.cpu_kernels``: "onednn" (this module's oneDNN paths), "reference" (PyTorch's ops, as the
+official code runs), "auto" (oneDNN where this PyTorch build has working kernels, else reference)."""
+
+
+def _private_op(name: str):
+    """``torch.ops.mkldnn.<name>`` (a private op: may be missing or change in a PyTorch release)."""
+    return getattr(torch.ops.mkldnn, name)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@functools.lru_cache(maxsize=None)
+def _probed(name: str) -> Optional[Tuple[Callable, Callable]]:
+    """(default, binary) overloads of the private oneDNN op ``name`` if they exist and still compute
+    what the public op does on a small input (probed once per process), else None (with a warning)."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        packet = _private_op(name)
+        default, binary = packet.default, packet.binary
+        g = torch.Generator().manual_seed(0)
+        if name == "_linear_pointwise":
+            x, r = torch.randn(4, 8, generator=g), torch.randn(4, 6, generator=g)
+            w, b = torch.randn(6, 8, generator=g), torch.randn(6, generator=g)
+            ok = _close(default(x, w, b, "relu", [], ""), F.relu(F.linear(x, w, b))) \
+                and _close(binary(x, r, w, b, "add"), F.linear(x, w, b) + r)
+        else:
+            x, w = torch.randn(1, 4, 5, 5, generator=g), torch.randn(6, 4, 3, 3, generator=g)
+            b, r = torch.randn(6, generator=g), torch.randn(1, 6, 5, 5, generator=g)
+            geometry = ([1, 1], [1, 1], [1, 1], 1)
+            ok = _close(default(x, w, b, *geometry, "relu", [], ""), F.relu(F.conv2d(x, w, b, 1, 1))) \
+                and _close(binary(x, r, w, b, *geometry, "add", None, None, [], None), F.conv2d(x, w, b, 1, 1) + r)
+    except Exception as e:  # missing, renamed, or a changed signature
+        logger.warning(f"torch.ops.mkldnn.{name} is not usable in torch {torch.__version__} ({type(e).__name__}: "
+                       f"{e}); the public PyTorch op runs instead.")
+        return None
+    if not ok:
+        logger.warning(f"torch.ops.mkldnn.{name} in torch {torch.__version__} does not compute what the public op "
+                       "does; the public PyTorch op runs instead.")
+        return None
+    return default, binary
+
+
+_KERNELS = "auto"
+
+
+def set_cpu_kernels(kernels: str) -> str:
+    """Choose the CPU kernels of this module for the process (``train.cpu_kernels``, applied by
+    ``build_model``); returns the resolved choice, "onednn" or "reference". "onednn" without a
+    usable oneDNN build is a :class:`ConfigError`."""
+    global _KERNELS
+    if kernels not in CPU_KERNELS:
+        raise ConfigError(f"train.cpu_kernels must be one of {list(CPU_KERNELS)}, got {kernels!r}.")
+    usable = torch.backends.mkldnn.is_available()
+    if kernels == "onednn" and not usable:
+        raise ConfigError("train.cpu_kernels=onednn but this PyTorch build has no oneDNN (mkldnn); use "
+                          "train.cpu_kernels=auto or reference.")
+    _KERNELS = "onednn" if kernels in ("auto", "onednn") and usable else "reference"
+    return _KERNELS
+
+
+def cpu_kernels() -> str:
+    """The CPU kernels in use: "onednn" or "reference"."""
+    return "onednn" if _KERNELS in ("auto", "onednn") and torch.backends.mkldnn.is_available() else "reference"
+
+
+@contextlib.contextmanager
+def onednn_kernels(enabled: bool = True) -> Iterator[None]:
+    """Within the block, use (``True``) or do not use (``False``) the oneDNN kernels of this module."""
+    global _KERNELS
+    previous = _KERNELS
+    set_cpu_kernels("onednn" if enabled else "reference")
+    try:
+        yield
+    finally:
+        _KERNELS = previous
 
 
 def _onednn_attr(act: Optional[nn.Module]):
@@ -56,22 +135,8 @@ def _onednn_attr(act: Optional[nn.Module]):
     return None
 
 
-_ENABLED = os.environ.get("MLLA_RTDETR_ONEDNN", "1").strip().lower() not in ("0", "false", "off", "no")
-
-
-@contextlib.contextmanager
-def onednn_kernels(enabled: bool = True) -> Iterator[None]:
-    """Within the block, use (``True``) or do not use (``False``) the oneDNN kernels of this module."""
-    global _ENABLED
-    previous, _ENABLED = _ENABLED, bool(enabled)
-    try:
-        yield
-    finally:
-        _ENABLED = previous
-
-
 def _onednn_eligible(x: torch.Tensor) -> bool:
-    if not (_HAS_ONEDNN and _ENABLED) or torch.jit.is_tracing() or torch.jit.is_scripting() \
+    if _KERNELS == "reference" or torch.jit.is_tracing() or torch.jit.is_scripting() \
             or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
         return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
@@ -86,6 +151,8 @@ def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
 def onednn_enabled(layer: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> bool:
     """True when :func:`linear` / :func:`conv2d` use the fused inference kernels for ``layer`` on ``x``."""
     if layer.training or not _onednn_eligible(x):
+        return False
+    if _probed("_convolution_pointwise" if isinstance(layer, nn.Conv2d) else "_linear_pointwise") is None:
         return False
     if residual is not None and (residual.device != x.device or residual.dtype != x.dtype):
         return False
@@ -105,7 +172,7 @@ _MIN_TRAINING_MACS = 1 << 24
 
 
 def _train_on_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return x.dim() >= 2 and torch.get_num_threads() > 1 and _onednn_eligible(x) \
+    return x.dim() >= 2 and _onednn_eligible(x) \
         and x.numel() * weight.shape[0] >= _MIN_TRAINING_MACS
 
 
@@ -132,12 +199,13 @@ def linear(layer: nn.Linear, x: torch.Tensor, act: Optional[nn.Module] = None,
         return _finish(F.linear(x, layer.weight, layer.bias), act, residual)
     weight, bias = layer.weight, layer.bias
     attr = _onednn_attr(act)
+    fused, fused_binary = _probed("_linear_pointwise")
     if residual is not None:
-        y = _LINEAR_BINARY(x, residual, weight, bias, "add")
+        y = fused_binary(x, residual, weight, bias, "add")
         return y if act is None else act(y)
     if attr is None:
-        return act(_LINEAR(x, weight, bias, "none", [], ""))
-    return _LINEAR(x, weight, bias, attr[0], [], attr[1])
+        return act(fused(x, weight, bias, "none", [], ""))
+    return fused(x, weight, bias, attr[0], [], attr[1])
 
 
 def conv2d(conv: nn.Conv2d, x: torch.Tensor, act: Optional[nn.Module] = None,
@@ -149,6 +217,7 @@ def conv2d(conv: nn.Conv2d, x: torch.Tensor, act: Optional[nn.Module] = None,
             or not onednn_enabled(conv, x, residual):
         return _finish(conv(x), act, residual)
     geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+    fused, fused_binary = _probed("_convolution_pointwise")
     weight = conv.weight
     if residual is x and _is_same_size_depthwise(conv):
         # x + dwconv(x) is one depthwise conv whose centre taps are 1 larger (the CPE of MLLA):
@@ -158,11 +227,11 @@ def conv2d(conv: nn.Conv2d, x: torch.Tensor, act: Optional[nn.Module] = None,
         residual = None
     if residual is not None:  # oneDNN fuses only ReLU after the residual add
         relu = attr is not None and attr[0] == "relu"
-        y = _CONV_BINARY(x, residual, weight, conv.bias, *geometry, "add", None, "relu" if relu else None, [], None)
+        y = fused_binary(x, residual, weight, conv.bias, *geometry, "add", None, "relu" if relu else None, [], None)
         return y if relu or act is None else act(y)
     if attr is None:
-        return act(_CONV(x, weight, conv.bias, *geometry, "none", [], ""))
-    return _CONV(x, weight, conv.bias, *geometry, attr[0], [], attr[1])
+        return act(fused(x, weight, conv.bias, *geometry, "none", [], ""))
+    return fused(x, weight, conv.bias, *geometry, attr[0], [], attr[1])
 
 
 def _is_same_size_depthwise(conv: nn.Conv2d) -> bool:
