@@ -4,10 +4,11 @@ For every RT-DETR fixture: build our model from the manifest's ``official_config
 ``make_state(rows, state_seed)`` with the official-checkpoint converter and load it strictly. Two
 comparisons, both meant to give the same verdict on every CPU (tests/parity_utils.py):
 
-* **float64** (binding, tight): our model in float64 against the official model in float64
+* **float64** (binding): our model in float64 against the official model in float64
   (tests/fixtures/parity/float64, made by scripts/make_float64_references.py): the query selection
-  exactly, logits / boxes <= 1e-7, post-processing, and every train-mode loss term <= 1e-6
-  relative. Float64 rounding is the same to ~1e-16 on every kernel, so nothing here is a near-tie.
+  exactly, logits / boxes, post-processing and every train-mode loss term. Float64 rounding is
+  the same to ~1e-16 on every kernel, so nothing here is a near-tie; the bars (1e-5, 1e-3
+  relative) come from the few float32 tables both implementations compute (see FLOAT64_TOL).
 * **float32** against the shared official fixtures: eval logits / boxes <= 3e-5 with rows aligned by
   anchor index (a selection may differ only at anchors whose float64 score is within this
   machine's float32 error of the boundary; then the official selection is injected), the
@@ -62,12 +63,19 @@ STRICT_TOL = 3e-5
 # and 2.8e-4 (boxes) off the fixture under AVX2 ("Across CPUs" in the fixtures README). Its float32
 # check has that spread with 2x headroom; its float64 check below is as tight as every other case's.
 FLOAT32_TOL = {"rtdetrv2_r18vd_dsp": (2e-2, 1e-3)}
-# Train losses for a given matching, float32 against the fixture: the worst term the official code
-# itself gives on other CPUs with its own matching unchanged is 9.4e-4 ("Across CPUs"; VFL weights
-# each term by an IoU, which carries float32 rounding of the boxes into the loss).
-TRAIN_REL_TOL = 2e-3
-FLOAT64_TOL = 1e-7
-FLOAT64_LOSS_REL_TOL = 1e-6
+# Train losses for the float64 run's selection and matchings, float32 against the fixture: measured
+# worst terms 3e-4 (native AVX-512), 2.6e-3 (hgnetv2_l, AVX2), 1.4e-3 (generic); discrete sampling
+# 2.6e-2 under AVX2 (its pixel flips). The official code itself, with its own matching, moves up to
+# 8.8e-3 / 2.7e-2 on other kernels ("Across CPUs"). A wrong loss weight moves a term by >= 10%.
+TRAIN_REL_TOL = 1e-2
+TRAIN_REL_TOL_DSP = 5e-2
+# Float64. Both implementations compute a few tables in float32 and cast them (the decoder's
+# anchors, the encoder's sin-cos position embedding), and float32 log / sin round differently on
+# each CPU's vectorized kernels (1 ulp): measured float64 differences are 1e-14 on AVX-512 and AVX2
+# and 4.3e-6 (logits) / 2.9e-4 (losses, relative) with the generic kernels. The LayerNorm eps, which
+# float32 cannot resolve, is checked directly (test_norm_eps_values).
+FLOAT64_TOL = 1e-5
+FLOAT64_LOSS_REL_TOL = 1e-3
 def build_official_like(manifest: dict) -> RTDETR:
     cfg = manifest["official_config_values"]
     version = "v1" if manifest["impl"] == "v1" else "v2"
@@ -220,6 +228,14 @@ def case(request, parity_dir):
                 natural_topk=selected, tie_band=band, out64=out64, tensors64=tensors64)
 
 
+def test_norm_eps_values(case):
+    """Every norm has eps 1e-5 (official): the float32 fixtures cannot resolve a LayerNorm eps of
+    1e-6 (1.3e-5 on the logits), so it is checked directly."""
+    norms = [m for m in case["model"].modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm2d))
+             or type(m).__name__ == "FrozenBatchNorm2d"]
+    assert norms and all(m.eps == 1e-5 for m in norms), sorted({m.eps for m in norms})
+
+
 def test_converter_used_every_tensor(case):
     report = case["report"]
     assert report.ok and not report.missing and not report.unexpected
@@ -258,7 +274,7 @@ def test_float64_postprocess(case):
     post = RTDETRPostProcessor(num_classes=80, num_top_queries=300)
     sizes = torch.tensor(exp["orig_target_sizes"], dtype=torch.float64)
     scores, labels, boxes, _ = post(case["out64"], sizes)
-    match_postprocessed(scores[0], labels[0], boxes[0], exp, score_tol=FLOAT64_TOL, box_tol=1e-4)
+    match_postprocessed(scores[0], labels[0], boxes[0], exp, score_tol=FLOAT64_TOL, box_tol=640 * FLOAT64_TOL)
 
 
 # ----------------------------------------------------------------------------- float32 (shared fixture)
@@ -382,11 +398,12 @@ def test_train_losses(case, train64):
     assert max_abs_diff(dn_ref[:, :n_dn], exp["dn_ref_points_unact"]) <= 1e-6
     rel = relative_errors({k: float(v) for k, v in losses.items()}, _official_loss_names(case, exp["losses"]))
     print(f"{case['name']}: worst relative loss diff {max(rel.values()):.3g}")
-    assert max(rel.values()) <= TRAIN_REL_TOL, rel
+    bar = TRAIN_REL_TOL_DSP if case["name"] in FLOAT32_TOL else TRAIN_REL_TOL
+    assert max(rel.values()) <= bar, rel
     total = sum(float(v) for v in losses.values())
-    assert abs(total - exp["total_loss"]) / exp["total_loss"] <= TRAIN_REL_TOL
+    assert abs(total - exp["total_loss"]) / exp["total_loss"] <= bar
     # the denoising queries attend to the selected ones, whose near-tied boundary anchor may differ
     # from the fixture's in train mode (ours is the float64 run's): the losses' spread applies
     ok, detail = check_summary(exp["summaries"]["dn_last_pred_logits"], out["dn_aux_outputs"][-1]["pred_logits"],
-                               rtol=max(TRAIN_REL_TOL, FLOAT32_TOL.get(case["name"], (0,))[0]), atol=1e-5)
+                               rtol=TRAIN_REL_TOL, atol=1e-5)
     assert ok, detail
