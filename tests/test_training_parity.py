@@ -46,7 +46,7 @@ pytestmark = pytest.mark.numerics
 
 RECIPE = "rtdetrv2_r18vd_120e_coco.py"
 # float64 (tests/fixtures/parity/float64): the same on every CPU, every step binding
-FLOAT64_REL = 1e-3  # the float32 tables of the float64 model (anchors, position embedding): see test_rtdetr_parity
+FLOAT64_REL = 1e-2  # generic kernels: see FLOAT64_TOL in test_rtdetr_parity
 FLOAT64_WEIGHTS = 1e-5
 # float32 for the float64 run's selections and matchings: step 0 against the shared fixture, steps
 # 0-2 against the official float64 run (see the trajectory test), bars from the spread over
