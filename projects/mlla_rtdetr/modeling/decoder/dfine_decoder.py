@@ -149,6 +149,7 @@ class DFINETransformer(RTDETRTransformer):
     identity_input_proj = True
 
     def __init__(self, *args, reg_max: int = 32, reg_scale: float = 4.0, layer_scale: float = 1, **kwargs):
+        kwargs.setdefault("denoising_abs_box_size", True)  # the D-FINE / DEIM denoising
         if kwargs.get("version", "v2") != "v2":
             raise ValueError("DFINETransformer is built on the RT-DETRv2 decoder: version must be 'v2'.")
         # plain attributes the builders below need (nn.Module.__init__ in super() keeps them)
@@ -208,6 +209,7 @@ class DFINETransformer(RTDETRTransformer):
                 label_noise_ratio=self.label_noise_ratio,
                 box_noise_scale=self.box_noise_scale,
                 device=memory.device,
+                abs_box_size=self.denoising_abs_box_size,
             )
         content, ref_unact, enc_topk_bboxes, enc_topk_logits = self._get_decoder_input(
             memory, spatial_shapes, dn_contents, dn_ref_unact

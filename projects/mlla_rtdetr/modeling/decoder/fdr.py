@@ -73,7 +73,7 @@ def _bins_around(values: torch.Tensor, reg_max: int, up: torch.Tensor, reg_scale
     values = values.reshape(-1)
     w = weighting_function(reg_max, up, reg_scale)
     left_index = ((w.unsqueeze(0) - values.unsqueeze(1)) <= 0).sum(dim=1) - 1
-    index = left_index.float()
+    index = left_index.to(values.dtype)
     weight_right = torch.zeros_like(index)
     weight_left = torch.zeros_like(index)
 

@@ -249,6 +249,8 @@ class RTDETRTransformer(nn.Module):
         mlp_act: activation inside the MLP heads (query position, box heads); DEIM uses "silu".
         query_pos_method: "default" (MLP 4 -> 2C -> C) or "as_reg" (MLP 4 -> C -> C -> C, like a
             box head; DEIM-RT-DETRv2).
+        denoising_abs_box_size: the DEIM / D-FINE denoising boxes (negative noised sizes made
+            positive, see ``get_contrastive_denoising_training_group``).
     """
 
     def __init__(
@@ -278,6 +280,7 @@ class RTDETRTransformer(nn.Module):
         version: str = "v2",
         mlp_act: str = "relu",
         query_pos_method: str = "default",
+        denoising_abs_box_size: bool = False,
     ):
         super().__init__()
         if query_pos_method not in ("default", "as_reg"):
@@ -317,6 +320,7 @@ class RTDETRTransformer(nn.Module):
         self.box_noise_scale = box_noise_scale
         self.learn_query_content = learn_query_content
         self.mlp_act = mlp_act
+        self.denoising_abs_box_size = denoising_abs_box_size
 
         self.num_feat_levels = len(feat_channels)
         self._build_input_proj(list(feat_channels))
@@ -520,6 +524,7 @@ class RTDETRTransformer(nn.Module):
                 label_noise_ratio=self.label_noise_ratio,
                 box_noise_scale=self.box_noise_scale,
                 device=memory.device,
+                abs_box_size=self.denoising_abs_box_size,
             )
 
         content, ref_unact, enc_topk_bboxes, enc_topk_logits = self._get_decoder_input(
