@@ -14,8 +14,9 @@ never part of this repository), loads ``make_state(rows, state_seed)``, and
 1. runs it in float32 and checks that it reproduces the stored shared fixture (eval logits and
    boxes, post-processing, every train loss), so the references below come from the same model;
 2. converts it to float64 and stores the eval outputs (logits, boxes, selected queries), the
-   post-processed detections and the train-mode losses, denoising split and matches (same seed,
-   targets and criterion call as the fixture) in ``--out/{case}.float64.pt``.
+   post-processed detections, the train-mode outputs (final and last denoising layer; D-FINE's
+   edge distributions) and losses, denoising split and matches (same seed, targets and criterion
+   call as the fixture) in ``--out/{case}.float64.pt``.
 
 Usage::
 
@@ -153,9 +154,14 @@ def run(model, criterion, post, x, exp_train, dtype):
     matched = criterion.matcher({"pred_logits": tout["pred_logits"], "pred_boxes": tout["pred_boxes"]},
                                 targets)["indices"]
     model.eval()
+    train_outputs = {k: tout[k] for k in ("pred_logits", "pred_boxes", "pred_corners") if k in tout}
+    train_outputs["dn_last_pred_logits"] = tout["dn_outputs"][-1]["pred_logits"]
+    train_outputs["dn_last_pred_boxes"] = tout["dn_outputs"][-1]["pred_boxes"]
+    own = lambda t: t.detach().clone()  # noqa: E731  (views would save their whole storage)
     return dict(
-        pred_logits=out["pred_logits"], pred_boxes=out["pred_boxes"], topk_ind=captured["topk_ind"],
-        post={"scores": det["scores"], "labels": det["labels"], "boxes": det["boxes"]},
+        train_outputs={k: own(v) for k, v in train_outputs.items()},
+        pred_logits=own(out["pred_logits"]), pred_boxes=own(out["pred_boxes"]), topk_ind=own(captured["topk_ind"]),
+        post={k: own(det[k]) for k in ("scores", "labels", "boxes")},
         losses={k: float(v) for k, v in losses.items()},
         dn_num_split=list(tout["dn_meta"]["dn_num_split"]),
         matched_indices_last_layer=[(q.tolist(), t.tolist()) for q, t in matched],

@@ -355,7 +355,7 @@ class RTDETRTransformer(nn.Module):
 
         # anchors depend only on the feature sizes: cache them (never saved in checkpoints)
         self._anchor_cache: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
-        if self.eval_spatial_size:
+        if self.eval_spatial_size and torch.empty(0).device.type != "meta":  # (built on meta: nothing to cache)
             self.get_anchors(self.eval_spatial_shapes(), "cpu")
         self._reset_parameters()
 
