@@ -187,3 +187,12 @@ def test_train_losses_float64(case):
     rel = {k: abs(float(losses[k]) - v) / abs(v) for k, v in ref["losses"].items()}
     print(f"{case['name']}: worst relative loss difference {max(rel.values()):.3g} ({max(rel, key=rel.get)})")
     assert max(rel.values()) <= LOSS_RTOL64, rel
+
+
+def test_deploy_keeps_eval_outputs(case):
+    """deploy(): RepVGG and BatchNorm folding, channels-last, D-FINE's training-only layers dropped."""
+    model = copy.deepcopy(case["model"]).deploy()
+    out, sel = run_eval(model, make_input((1, 3, 640, 640), 1))
+    ours, ref_rows = aligned_rows(sel, case["sel32"]["topk_ind"], TOL32)
+    for key in ("pred_logits", "pred_boxes"):
+        assert max_abs_diff(out[key][:, ours], case["out32"][key][:, ref_rows]) <= TOL32

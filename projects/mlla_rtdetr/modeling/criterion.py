@@ -205,7 +205,9 @@ class RTDETRCriterion(nn.Module):
         return F.one_hot(target_classes, num_classes=num_classes + 1)[..., :-1]
 
     # ------------------------------------------------------------------ losses
-    def loss_vfl(self, outputs, targets, indices, num_boxes, num_classes, values=None):
+    def _iou_targets(self, outputs, targets, indices, num_classes, values=None):
+        """One-hot class targets (B, Q, K) and their IoU-valued scores (the matched prediction's IoU
+        with its target, or ``values``) for the VFL / MAL losses."""
         idx, tgt_boxes, tgt_labels = self._matched(outputs, targets, indices)
         logits = outputs["pred_logits"]
         if values is None:
@@ -216,7 +218,11 @@ class RTDETRCriterion(nn.Module):
         target = self._one_hot_targets(logits, idx, tgt_labels, num_classes)
         score = torch.zeros(logits.shape[:2], dtype=logits.dtype, device=logits.device)
         score[idx] = values.to(score.dtype)
-        target_score = score.unsqueeze(-1) * target
+        return target, score.unsqueeze(-1) * target
+
+    def loss_vfl(self, outputs, targets, indices, num_boxes, num_classes, values=None):
+        logits = outputs["pred_logits"]
+        target, target_score = self._iou_targets(outputs, targets, indices, num_classes, values)
         loss = varifocal_loss(logits, target_score, target, self.alpha, self.gamma)
         return {"loss_vfl": loss.mean(1).sum() * logits.shape[1] / num_boxes}
 
@@ -228,17 +234,8 @@ class RTDETRCriterion(nn.Module):
         return {"loss_focal": loss.mean(1).sum() * logits.shape[1] / num_boxes}
 
     def loss_mal(self, outputs, targets, indices, num_boxes, num_classes, values=None):
-        idx, tgt_boxes, tgt_labels = self._matched(outputs, targets, indices)
         logits = outputs["pred_logits"]
-        if values is None:
-            src_boxes = outputs["pred_boxes"][idx]
-            values = paired_box_iou(
-                box_convert(src_boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
-            ).detach()
-        target = self._one_hot_targets(logits, idx, tgt_labels, num_classes)
-        score = torch.zeros(logits.shape[:2], dtype=logits.dtype, device=logits.device)
-        score[idx] = values.to(score.dtype)
-        target_score = score.unsqueeze(-1) * target
+        target, target_score = self._iou_targets(outputs, targets, indices, num_classes, values)
         loss = matching_aware_loss(logits, target_score, target, self.gamma, self.mal_alpha)
         return {"loss_mal": loss.mean(1).sum() * logits.shape[1] / num_boxes}
 

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import init
 
 from ..layers import MLP, Linear
-from .denoising import get_contrastive_denoising_training_group, inverse_sigmoid
+from .denoising import inverse_sigmoid
 from .fdr import distance_to_box, distribution_to_distance, weighting_function
 from .rtdetr_decoder import RTDETRTransformer, TransformerDecoderLayer, _pairs
 
@@ -196,21 +196,7 @@ class DFINETransformer(RTDETRTransformer):
         """
         memory, spatial_shapes = self._get_encoder_input(feats)
 
-        dn_contents = dn_ref_unact = attn_mask = dn_meta = None
-        if self.training and self.num_denoising > 0:
-            if targets is None:
-                raise ValueError("Training with denoising needs targets (list of {'labels', 'boxes'}).")
-            dn_contents, dn_ref_unact, attn_mask, dn_meta = get_contrastive_denoising_training_group(
-                targets,
-                self.num_classes,
-                self.num_queries,
-                self.denoising_class_embed,
-                num_denoising=self.num_denoising,
-                label_noise_ratio=self.label_noise_ratio,
-                box_noise_scale=self.box_noise_scale,
-                device=memory.device,
-                abs_box_size=self.denoising_abs_box_size,
-            )
+        dn_contents, dn_ref_unact, attn_mask, dn_meta = self._denoising_queries(targets, memory.device)
         content, ref_unact, enc_topk_bboxes, enc_topk_logits = self._get_decoder_input(
             memory, spatial_shapes, dn_contents, dn_ref_unact
         )

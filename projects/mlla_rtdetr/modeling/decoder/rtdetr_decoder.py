@@ -498,6 +498,25 @@ class RTDETRTransformer(nn.Module):
             content = torch.cat([dn_contents, content], 1)
         return content, ref_unact, enc_topk_bboxes, enc_topk_logits
 
+    def _denoising_queries(self, targets: Optional[List[dict]], device):
+        """Contrastive denoising queries (training with ``num_denoising`` > 0; else all None):
+        contents (B, D, C), reference boxes (B, D, 4) as logits, attention mask, dn_meta."""
+        if not (self.training and self.num_denoising > 0):
+            return None, None, None, None
+        if targets is None:
+            raise ValueError("Training with denoising needs targets (list of {'labels', 'boxes'}).")
+        return get_contrastive_denoising_training_group(
+            targets,
+            self.num_classes,
+            self.num_queries,
+            self.denoising_class_embed,
+            num_denoising=self.num_denoising,
+            label_noise_ratio=self.label_noise_ratio,
+            box_noise_scale=self.box_noise_scale,
+            device=device,
+            abs_box_size=self.denoising_abs_box_size,
+        )
+
     def forward(self, feats: List[torch.Tensor], targets: Optional[List[dict]] = None) -> dict:
         """
         Args:
@@ -511,21 +530,7 @@ class RTDETRTransformer(nn.Module):
         """
         memory, spatial_shapes = self._get_encoder_input(feats)
 
-        dn_contents = dn_ref_unact = attn_mask = dn_meta = None
-        if self.training and self.num_denoising > 0:
-            if targets is None:
-                raise ValueError("Training with denoising needs targets (list of {'labels', 'boxes'}).")
-            dn_contents, dn_ref_unact, attn_mask, dn_meta = get_contrastive_denoising_training_group(
-                targets,
-                self.num_classes,
-                self.num_queries,
-                self.denoising_class_embed,
-                num_denoising=self.num_denoising,
-                label_noise_ratio=self.label_noise_ratio,
-                box_noise_scale=self.box_noise_scale,
-                device=memory.device,
-                abs_box_size=self.denoising_abs_box_size,
-            )
+        dn_contents, dn_ref_unact, attn_mask, dn_meta = self._denoising_queries(targets, memory.device)
 
         content, ref_unact, enc_topk_bboxes, enc_topk_logits = self._get_decoder_input(
             memory, spatial_shapes, dn_contents, dn_ref_unact
