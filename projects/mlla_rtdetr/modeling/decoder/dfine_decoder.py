@@ -38,7 +38,7 @@ from torch.nn import init
 from ..layers import MLP, Linear
 from .denoising import inverse_sigmoid
 from .fdr import distance_to_box, distribution_to_distance, weighting_function
-from .rtdetr_decoder import RTDETRTransformer, TransformerDecoderLayer, _pairs
+from .rtdetr_decoder import RTDETRTransformer, TransformerDecoder, TransformerDecoderLayer, _pairs
 
 __all__ = ["DFINETransformer", "FDRDecoder", "LQE"]
 
@@ -63,23 +63,19 @@ class LQE(nn.Module):
         return scores + self.reg_conf(stat.reshape(b, q, -1))
 
 
-class FDRDecoder(nn.Module):
+class FDRDecoder(TransformerDecoder):
     """The D-FINE layer stack: ``layers`` (the first ``eval_idx + 1`` of width C, the rest of width
     ``round(layer_scale * C)``) and one :class:`LQE` per layer (``lqe_layers``)."""
 
     def __init__(self, layer: nn.Module, wide_layer: nn.Module, num_layers: int, reg_max: int,
                  eval_idx: int = -1, layer_scale: float = 1, act: str = "relu"):
-        super().__init__()
-        self.num_layers = num_layers
-        self.eval_idx = eval_idx if eval_idx >= 0 else num_layers + eval_idx
-        if not 0 <= self.eval_idx < num_layers:
-            raise ValueError(f"eval_idx {eval_idx} out of range for {num_layers} decoder layers.")
+        super().__init__(layer, num_layers, eval_idx)
+        narrow = self.eval_idx + 1
+        self.layers = nn.ModuleList(
+            list(self.layers[:narrow]) + [copy.deepcopy(wide_layer) for _ in range(num_layers - narrow)]
+        )
         self.layer_scale = layer_scale
         self.reg_max = reg_max
-        self.layers = nn.ModuleList(
-            [copy.deepcopy(layer) for _ in range(self.eval_idx + 1)]
-            + [copy.deepcopy(wide_layer) for _ in range(num_layers - self.eval_idx - 1)]
-        )
         self.lqe_layers = nn.ModuleList(LQE(4, 64, 2, reg_max, act=act) for _ in range(num_layers))
 
     def forward(
