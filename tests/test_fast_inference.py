@@ -30,6 +30,9 @@ from mlla_rtdetr.modeling.layers import (
 )
 from mlla_rtdetr.modeling.layers.mlla import elu_plus_one
 from mlla_rtdetr.engine import build_model, load_config
+from parity_utils import TEST_THREADS
+
+pytestmark = pytest.mark.numerics
 
 ACTS = [None, nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardsigmoid()]  # the last one is applied unfused
 
@@ -37,7 +40,7 @@ ACTS = [None, nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardsigmoid()]  # the last one
 @pytest.fixture(autouse=True)
 def _threads():
     old = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(old)
 
@@ -238,7 +241,7 @@ def test_inference_entry_points_use_the_deployed_model():
     assert copy_ is not model and model.training and model.channels_last is None  # the original is untouched
     assert copy_.channels_last and not copy_.training
     assert not any(isinstance(m, nn.BatchNorm2d) for m in copy_.modules())
-    tool_model = build_model(cfg, checkpoint="", deploy=True)  # tools/demo.py and tools/run_demo.py
+    tool_model = build_model(cfg, checkpoint="", deploy=True)  # tools/predict.py and tools/run_demo.py
     assert tool_model.channels_last and not any(isinstance(m, nn.BatchNorm2d) for m in tool_model.modules())
 
 

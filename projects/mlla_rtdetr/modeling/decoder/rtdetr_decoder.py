@@ -62,11 +62,13 @@ def generate_anchors(
         anchors (1, N, 4) float32, valid_mask (1, N, 1) bool.
     """
     anchors = []
+    cpu = torch.device("cpu")  # computed on the CPU whatever the default device (meta, when counting)
     for lvl, (h, w) in enumerate(spatial_shapes):
         grid_y, grid_x = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+            torch.arange(h, dtype=torch.float32, device=cpu), torch.arange(w, dtype=torch.float32, device=cpu),
+            indexing="ij",
         )
-        grid_xy = (torch.stack([grid_x, grid_y], -1) + 0.5) / torch.tensor([w, h], dtype=torch.float32)
+        grid_xy = (torch.stack([grid_x, grid_y], -1) + 0.5) / torch.tensor([w, h], dtype=torch.float32, device=cpu)
         wh = torch.full_like(grid_xy, grid_size * (2.0**lvl))
         anchors.append(torch.cat([grid_xy, wh], -1).reshape(1, h * w, 4))
     anchors = torch.cat(anchors, 1)
@@ -369,6 +371,17 @@ class RTDETRTransformer(nn.Module):
         c = self.hidden_dim
         self.dec_score_head = nn.ModuleList(Linear(c, self.num_classes) for _ in range(num_layers))
         self.dec_bbox_head = nn.ModuleList(MLP(c, c, 4, 3, act=self.mlp_act) for _ in range(num_layers))
+
+    def class_dependent_tensors(self) -> Dict[str, int]:
+        """Tensors whose first dimension is indexed by class -> trailing non-class rows (the
+        denoising embedding's padding row). A checkpoint trained on other classes fine-tunes these
+        (``mlla_rtdetr.checkpoint.class_rows``)."""
+        heads = [] if self.query_select_method == "agnostic" else ["enc_score_head"]
+        heads += [f"dec_score_head.{i}" for i in range(len(self.dec_score_head))]
+        out = {f"{h}.{p}": 0 for h in heads for p in ("weight", "bias")}
+        if self.num_denoising > 0:
+            out["denoising_class_embed.weight"] = 1
+        return out
 
     def _reset_parameters(self):
         bias = bias_init_with_prob(0.01)
