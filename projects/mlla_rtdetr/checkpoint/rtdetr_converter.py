@@ -28,6 +28,15 @@ official HGNetv2                                                ours (timm featu
 Derived buffers of v2 (``decoder.anchors``, ``decoder.valid_mask``, ``*.num_points_scale``) are a
 pure function of the architecture: they are never loaded; the model keeps the values it computed.
 
+Official DEIM / D-FINE checkpoints (ShihuaHuang95/DEIM, Peterande/D-FINE) use the v2 naming for
+every shared part; D-FINE's own modules (``decoder.decoder.lqe_layers``, ``gateway``,
+``pre_bbox_head``, the encoder's ``RepNCSPELAN4`` / ``SCDown`` blocks, the backbone's ``lab``
+affine blocks) keep their official names here, so they map by identity as well. D-FINE's two
+fixed parameters ``up`` and ``reg_scale`` are stored twice (``decoder.*`` and ``decoder.decoder.*``);
+they are constants of the architecture (0.5 and the config's ``reg_scale``), so they are treated
+like the derived buffers, after :func:`check_dfine_constants` made sure the checkpoint's values
+are the model's (a D-FINE-X checkpoint has ``reg_scale`` 8).
+
 ImageNet backbone weights of the official recipes (``ResNet*_vd_*pretrained_from_paddle.pth``,
 ``PPHGNetV2_{L,X,H}_ssld_pretrained_from_paddle.pth``: the backbone's own keys, no prefix) are
 recognized by :func:`detect_official_backbone` and loaded into a detector's backbone by
@@ -72,6 +81,7 @@ __all__ = [
     "convert_official_resnet_vd",
     "convert_official_backbone",
     "detect_official_backbone",
+    "check_dfine_constants",
     "hgnetv2_key_from_official",
     "hgnetv2_key_to_official",
     "is_official_rtdetr_checkpoint",
@@ -83,7 +93,9 @@ __all__ = [
 ]
 
 # Buffers computed by the model from its construction arguments (never loaded).
-DERIVED_SUFFIXES = ("decoder.anchors", "decoder.valid_mask", ".num_points_scale")
+DERIVED_SUFFIXES = ("decoder.anchors", "decoder.valid_mask", ".num_points_scale", "decoder.up", "decoder.reg_scale")
+# D-FINE's fixed parameters (official: nn.Parameter(requires_grad=False), under decoder. and decoder.decoder.)
+DFINE_CONSTANTS = ("up", "reg_scale")
 
 # (pattern, replacement) applied to official v1 keys.
 _V1_RENAMES = (
@@ -260,6 +272,22 @@ def _check_against_target(state, target, report: ConversionReport, derived_ok: b
     return OrderedDict((k, out[k]) for k in target if k in out)
 
 
+def check_dfine_constants(state: Mapping[str, torch.Tensor], target: Optional[Mapping[str, torch.Tensor]]) -> None:
+    """Raise :class:`CheckpointConversionError` when a D-FINE checkpoint's ``up`` / ``reg_scale``
+    differ from the target model's (the model was configured for another size)."""
+    if target is None:
+        return
+    for name in DFINE_CONSTANTS:
+        ours = target.get(f"decoder.{name}")
+        for key in (f"decoder.{name}", f"decoder.decoder.{name}"):
+            if ours is not None and key in state and not torch.equal(state[key].to(ours.dtype), ours):
+                raise CheckpointConversionError(
+                    f"The checkpoint's {key} is {state[key].tolist()} but the model's is {ours.tolist()}: "
+                    f"set model.decoder.{name}={state[key].flatten()[0].item():g} (the official config of "
+                    "this checkpoint) before loading it."
+                )
+
+
 def _raise_if_bad(report: ConversionReport, what: str) -> None:
     if not report.ok:
         raise CheckpointConversionError(
@@ -336,6 +364,8 @@ def convert_official_rtdetr(
     derived v2 buffers are left out (load with ``strict=False`` or use :func:`load_official_rtdetr`).
     """
     state, where = extract_state_dict(state_dict_or_checkpoint)
+    if target is not None:
+        check_dfine_constants(state, _target_state(target))
     report = ConversionReport(source=where)
     if where.startswith("ema"):
         report.notes.append("using the EMA weights (ema.module)")

@@ -1,7 +1,7 @@
 """Modeling: backbones, hybrid encoder, RT-DETR decoder, matcher, criterion, meta-architecture."""
 from .backbone import HGNetv2, PResNet, TimmBackbone  # noqa: F401
 from .criterion import RTDETRCriterion
-from .decoder import MSDeformableAttention, RTDETRTransformer
+from .decoder import DFINETransformer, MSDeformableAttention, RTDETRTransformer
 from .encoder import HybridEncoder  # noqa: F401
 from .matcher import HungarianMatcher
 from .meta_arch import RTDETR
@@ -14,6 +14,7 @@ __all__ = [
     "HybridEncoder",
     "MSDeformableAttention",
     "RTDETRTransformer",
+    "DFINETransformer",
     "HungarianMatcher",
     "RTDETRCriterion",
     "RTDETRPostProcessor",

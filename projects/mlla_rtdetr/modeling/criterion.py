@@ -1,9 +1,24 @@
-"""RT-DETR set criterion: varifocal / focal classification, L1 and GIoU box losses.
+"""The set criterion of RT-DETR, DEIM and D-FINE: varifocal / focal / matching-aware (MAL)
+classification, L1 and GIoU box losses, and D-FINE's FGL and DDF distribution losses.
 
 Losses are computed for the final decoder output, every auxiliary decoder layer
-(``_aux_{i}``), the denoising queries of every layer (``_dn_{i}``, matched by construction) and
-the encoder top-k proposals (``_enc_{i}``); each is multiplied by its ``weight_dict`` entry.
-Key names are the RT-DETRv2 ones for both versions.
+(``_aux_{i}``), D-FINE's first-layer boxes (``_pre``), the denoising queries of every layer
+(``_dn_{i}``, ``_dn_pre``; matched by construction) and the encoder top-k proposals
+(``_enc_{i}``); each is multiplied by its ``weight_dict`` entry. Key names are the RT-DETRv2 /
+DEIM ones.
+
+Options of the one criterion (official DEIM ``DEIMCriterion`` semantics, ShihuaHuang95/DEIM @ a9aa4ad):
+
+* ``"mal"`` (DEIM): BCE against ``IoU^gamma`` of the matched class, negatives weighted by
+  ``p^gamma`` (times ``mal_alpha`` if set), positives by 1.
+* ``"local"`` (D-FINE): FGL, the interpolated cross-entropy of each matched edge distribution
+  against the two bins around the target edge, weighted by the box IoU; and DDF, the
+  self-distillation of every earlier layer's distributions towards the last layer's (KL at
+  temperature 5, weighted by the teacher's confidence or, for matched queries, the IoU; matched and
+  unmatched queries averaged separately and mixed by the square roots of their counts).
+* ``use_uni_set`` (GO-LSD): the box and local losses of every layer (and the encoder's box loss)
+  use the union of the matches of all layers (each query keeps its most frequent target),
+  normalised by the size of that union.
 """
 
 from __future__ import annotations
@@ -17,7 +32,18 @@ from detectron2.utils import comm
 from torch import nn
 from torchvision.ops import box_convert, sigmoid_focal_loss
 
-__all__ = ["RTDETRCriterion", "paired_box_iou", "paired_generalized_box_iou", "varifocal_loss"]
+from .decoder.fdr import box_to_distance
+
+__all__ = [
+    "RTDETRCriterion",
+    "paired_box_iou",
+    "paired_generalized_box_iou",
+    "varifocal_loss",
+    "matching_aware_loss",
+    "union_of_matches",
+]
+
+LOSSES = ("vfl", "focal", "mal", "boxes", "local")
 
 
 def _paired_iou_union(boxes1: torch.Tensor, boxes2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -63,17 +89,65 @@ def varifocal_loss(
     return F.binary_cross_entropy_with_logits(logits, target_score, weight=weight, reduction="none")
 
 
+def matching_aware_loss(
+    logits: torch.Tensor, target_score: torch.Tensor, target: torch.Tensor, gamma: float,
+    alpha: Optional[float] = None,
+) -> torch.Tensor:
+    """Element-wise matching-aware loss of DEIM (no reduction).
+
+    ``BCE(logits, q^gamma) * w`` with ``q`` the IoU-valued target score of the true class (0
+    elsewhere) and ``w = alpha * sigmoid(logits)^gamma * (1 - t) + t`` (``alpha`` omitted when None),
+    the prediction term detached.
+    """
+    pred_score = torch.sigmoid(logits).detach()
+    target_score = target_score.pow(gamma)
+    if alpha is not None:
+        weight = alpha * pred_score.pow(gamma) * (1 - target) + target
+    else:
+        weight = pred_score.pow(gamma) * (1 - target) + target
+    return F.binary_cross_entropy_with_logits(logits, target_score, weight=weight, reduction="none")
+
+
+def union_of_matches(
+    indices: List[Tuple[torch.Tensor, torch.Tensor]], others: Sequence[List[Tuple[torch.Tensor, torch.Tensor]]]
+) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """GO-LSD's union of the matches of several layers, per image.
+
+    Every (query, target) pair of ``indices`` and ``others`` is counted; pairs are visited from the
+    most to the least frequent and each query keeps the target of the first pair it appears in.
+    Returns per image (query_idx, target_idx) int64.
+    """
+    merged = indices
+    for other in others:
+        merged = [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(merged, other)]
+    result = []
+    for rows, cols in merged:
+        pairs = torch.cat([rows[:, None], cols[:, None]], 1)
+        unique, counts = torch.unique(pairs, return_counts=True, dim=0)
+        ordered = unique[torch.argsort(counts, descending=True)]
+        target_of = {}
+        for row, col in ordered.tolist():
+            target_of.setdefault(row, col)
+        result.append((torch.tensor(list(target_of.keys()), dtype=torch.int64, device=rows.device),
+                       torch.tensor(list(target_of.values()), dtype=torch.int64, device=rows.device)))
+    return result
+
+
 class RTDETRCriterion(nn.Module):
-    """Loss of RT-DETR (v1 and v2).
+    """Loss of RT-DETR (v1 and v2), DEIM and D-FINE.
 
     Args:
         num_classes: K.
         matcher: a ``HungarianMatcher``.
         weight_dict: e.g. {"loss_vfl": 1, "loss_bbox": 5, "loss_giou": 2}; unlisted losses are dropped.
-        losses: subset of ("vfl", "focal", "boxes").
-        alpha, gamma: classification loss parameters.
-        boxes_weight_format: None, "iou" or "giou" (v2 option: weight GIoU by / use as VFL target).
+        losses: subset of ("vfl", "focal", "mal", "boxes", "local").
+        alpha, gamma: classification loss parameters (MAL uses ``gamma`` and ``mal_alpha``).
+        boxes_weight_format: None, "iou" or "giou" (v2 option: weight GIoU by / use as VFL / MAL target).
         share_matched_indices: reuse the final-layer matching for auxiliary layers.
+        mal_alpha: MAL's weight of the negatives (None: 1, the DEIM recipes).
+        reg_max: D-FINE's bins per edge minus one (the "local" losses).
+        use_uni_set: GO-LSD union of the matches of all layers for the box and local losses.
+        ddf_temperature: temperature of the DDF distillation.
     """
 
     def __init__(
@@ -86,11 +160,15 @@ class RTDETRCriterion(nn.Module):
         gamma: float = 2.0,
         boxes_weight_format: Optional[str] = None,
         share_matched_indices: bool = False,
+        mal_alpha: Optional[float] = None,
+        reg_max: int = 32,
+        use_uni_set: bool = False,
+        ddf_temperature: float = 5.0,
     ):
         super().__init__()
-        unknown = set(losses) - {"vfl", "focal", "boxes"}
+        unknown = set(losses) - set(LOSSES)
         if unknown:
-            raise ValueError(f"Unknown losses {sorted(unknown)}; available: 'vfl', 'focal', 'boxes'.")
+            raise ValueError(f"Unknown losses {sorted(unknown)}; available: {', '.join(map(repr, LOSSES))}.")
         if boxes_weight_format not in (None, "iou", "giou"):
             raise ValueError(f"boxes_weight_format must be None, 'iou' or 'giou', got {boxes_weight_format!r}.")
         self.num_classes = num_classes
@@ -101,6 +179,10 @@ class RTDETRCriterion(nn.Module):
         self.gamma = gamma
         self.boxes_weight_format = boxes_weight_format
         self.share_matched_indices = share_matched_indices
+        self.mal_alpha = mal_alpha
+        self.reg_max = reg_max
+        self.use_uni_set = use_uni_set
+        self.ddf_temperature = ddf_temperature
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -123,7 +205,9 @@ class RTDETRCriterion(nn.Module):
         return F.one_hot(target_classes, num_classes=num_classes + 1)[..., :-1]
 
     # ------------------------------------------------------------------ losses
-    def loss_vfl(self, outputs, targets, indices, num_boxes, num_classes, values=None):
+    def _iou_targets(self, outputs, targets, indices, num_classes, values=None):
+        """One-hot class targets (B, Q, K) and their IoU-valued scores (the matched prediction's IoU
+        with its target, or ``values``) for the VFL / MAL losses."""
         idx, tgt_boxes, tgt_labels = self._matched(outputs, targets, indices)
         logits = outputs["pred_logits"]
         if values is None:
@@ -134,7 +218,11 @@ class RTDETRCriterion(nn.Module):
         target = self._one_hot_targets(logits, idx, tgt_labels, num_classes)
         score = torch.zeros(logits.shape[:2], dtype=logits.dtype, device=logits.device)
         score[idx] = values.to(score.dtype)
-        target_score = score.unsqueeze(-1) * target
+        return target, score.unsqueeze(-1) * target
+
+    def loss_vfl(self, outputs, targets, indices, num_boxes, num_classes, values=None):
+        logits = outputs["pred_logits"]
+        target, target_score = self._iou_targets(outputs, targets, indices, num_classes, values)
         loss = varifocal_loss(logits, target_score, target, self.alpha, self.gamma)
         return {"loss_vfl": loss.mean(1).sum() * logits.shape[1] / num_boxes}
 
@@ -144,6 +232,62 @@ class RTDETRCriterion(nn.Module):
         target = self._one_hot_targets(logits, idx, tgt_labels, num_classes).to(logits.dtype)
         loss = sigmoid_focal_loss(logits, target, self.alpha, self.gamma, reduction="none")
         return {"loss_focal": loss.mean(1).sum() * logits.shape[1] / num_boxes}
+
+    def loss_mal(self, outputs, targets, indices, num_boxes, num_classes, values=None):
+        logits = outputs["pred_logits"]
+        target, target_score = self._iou_targets(outputs, targets, indices, num_classes, values)
+        loss = matching_aware_loss(logits, target_score, target, self.gamma, self.mal_alpha)
+        return {"loss_mal": loss.mean(1).sum() * logits.shape[1] / num_boxes}
+
+    def loss_local(self, outputs, targets, indices, num_boxes, num_classes, context=None):
+        """FGL on the matched queries and, for layers that carry a teacher, DDF on all queries."""
+        if "pred_corners" not in outputs:
+            return {}
+        bins = self.reg_max + 1
+        idx, tgt_boxes, _ = self._matched(outputs, targets, indices)
+        tgt_xyxy = box_convert(tgt_boxes, "cxcywh", "xyxy")
+        corners = outputs["pred_corners"][idx].reshape(-1, bins)
+        with torch.no_grad():
+            target_bins, weight_right, weight_left = box_to_distance(
+                outputs["ref_points"][idx].detach(), tgt_xyxy, self.reg_max, context["reg_scale"], context["up"]
+            )
+        ious = paired_box_iou(box_convert(outputs["pred_boxes"][idx], "cxcywh", "xyxy"), tgt_xyxy)
+        weight = ious.unsqueeze(-1).repeat(1, 1, 4).reshape(-1).detach()
+        left = target_bins.long()
+        fgl = (F.cross_entropy(corners, left, reduction="none") * weight_left.reshape(-1)
+               + F.cross_entropy(corners, left + 1, reduction="none") * weight_right.reshape(-1))
+        losses = {"loss_fgl": (fgl * weight.float()).sum() / num_boxes}
+
+        if "teacher_corners" in outputs:
+            student = outputs["pred_corners"].reshape(-1, bins)
+            teacher = outputs["teacher_corners"].reshape(-1, bins)
+            if not torch.equal(student, teacher):  # the last layer is its own teacher: no DDF
+                losses["loss_ddf"] = self._ddf(outputs, student, teacher, idx, ious, context)
+        return losses
+
+    def _ddf(self, outputs, student, teacher, idx, ious, context) -> torch.Tensor:
+        t = self.ddf_temperature
+        weight = outputs["teacher_logits"].sigmoid().max(dim=-1)[0]  # (B, Q) teacher confidence
+        matched = torch.zeros_like(weight, dtype=torch.bool)
+        matched[idx] = True
+        matched = matched.unsqueeze(-1).repeat(1, 1, 4).reshape(-1)
+        weight[idx] = ious.reshape_as(weight[idx]).to(weight.dtype)
+        weight = weight.unsqueeze(-1).repeat(1, 1, 4).reshape(-1).detach()
+        kl = F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher.detach() / t, dim=1), reduction="none")
+        loss = weight * (t**2) * kl.sum(-1)
+        if not context["is_dn"] or context.get("ddf_counts") is None:
+            # matched / unmatched counts of the (non-denoising) layers, per 8 images; the denoising
+            # layers reuse them, as official
+            batch_scale = 8 / outputs["pred_boxes"].shape[0]
+            counts = ((matched.sum() * batch_scale) ** 0.5, ((~matched).sum() * batch_scale) ** 0.5)
+            if not context["is_dn"]:
+                context["ddf_counts"] = counts
+        else:
+            counts = context["ddf_counts"]
+        num_pos, num_neg = counts
+        pos = loss[matched].mean() if matched.any() else 0
+        neg = loss[~matched].mean() if (~matched).any() else 0
+        return (pos * num_pos + neg * num_neg) / (num_pos + num_neg)
 
     def loss_boxes(self, outputs, targets, indices, num_boxes, num_classes, boxes_weight=None):
         idx, tgt_boxes, _ = self._matched(outputs, targets, indices)
@@ -168,17 +312,24 @@ class RTDETRCriterion(nn.Module):
             w = paired_generalized_box_iou(src, tgt)
         if loss == "boxes":
             return {"boxes_weight": w}
-        if loss == "vfl":
+        if loss in ("vfl", "mal"):
             return {"values": w}
         return {}
 
-    def _compute(self, outputs, targets, indices, num_boxes, suffix="", num_classes=None) -> Dict[str, torch.Tensor]:
+    def _compute(self, outputs, targets, indices, num_boxes, suffix="", num_classes=None, union=None,
+                 context=None, union_losses=("boxes", "local")) -> Dict[str, torch.Tensor]:
+        """Weighted losses of one output. ``union``: (indices, num_boxes) of the GO-LSD union set,
+        used instead for the losses in ``union_losses``."""
         num_classes = self.num_classes if num_classes is None else num_classes
-        fns = {"vfl": self.loss_vfl, "focal": self.loss_focal, "boxes": self.loss_boxes}
+        fns = {"vfl": self.loss_vfl, "focal": self.loss_focal, "mal": self.loss_mal, "boxes": self.loss_boxes,
+               "local": self.loss_local}
         result = {}
         for name in self.losses:
-            meta = self._meta(name, outputs, targets, indices)
-            for k, v in fns[name](outputs, targets, indices, num_boxes, num_classes, **meta).items():
+            ind, n = (union if union is not None and name in union_losses else (indices, num_boxes))
+            meta = self._meta(name, outputs, targets, ind)
+            if name == "local":
+                meta = {"context": context}
+            for k, v in fns[name](outputs, targets, ind, n, num_classes, **meta).items():
                 if k in self.weight_dict:
                     result[k + suffix] = v * self.weight_dict[k]
         return result
@@ -199,9 +350,12 @@ class RTDETRCriterion(nn.Module):
                 indices.append((empty, empty.clone()))
         return indices
 
-    def num_boxes(self, targets, device) -> float:
-        """Average number of GT boxes per process (all-reduced when distributed), at least 1."""
-        n = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], dtype=torch.float, device=device)
+    def num_boxes(self, targets, device, count: Optional[int] = None) -> float:
+        """Average number of GT boxes (or of ``count`` matches) per process (all-reduced when
+        distributed), at least 1."""
+        if count is None:
+            count = sum(len(t["labels"]) for t in targets)
+        n = torch.as_tensor([float(count)], dtype=torch.float, device=device)
         world = comm.get_world_size()
         if world > 1:
             dist.all_reduce(n)
@@ -211,43 +365,55 @@ class RTDETRCriterion(nn.Module):
         """
         Args:
             outputs: decoder output dict (pred_logits/pred_boxes and optional aux_outputs,
-                enc_aux_outputs + enc_meta, dn_aux_outputs + dn_meta).
+                enc_aux_outputs + enc_meta, dn_aux_outputs + dn_meta; D-FINE: pred_corners,
+                ref_points, up, reg_scale, pre_outputs, dn_pre_outputs).
             targets: per image {"labels": (T_i,) int64, "boxes": (T_i, 4) normalized cxcywh}.
 
         Returns:
-            weighted losses: loss_{vfl,bbox,giou}, ..._aux_{i}, ..._dn_{i}, ..._enc_{i}.
+            weighted losses: loss_{vfl,mal,bbox,giou,fgl,ddf}, ..._aux_{i}, ..._pre, ..._dn_{i},
+            ..._dn_pre, ..._enc_{i}.
         """
-        num_boxes = self.num_boxes(targets, outputs["pred_logits"].device)
-        main = {"pred_logits": outputs["pred_logits"], "pred_boxes": outputs["pred_boxes"]}
+        device = outputs["pred_logits"].device
+        num_boxes = self.num_boxes(targets, device)
+        main = {k: v for k, v in outputs.items() if "aux" not in k and "pre_outputs" not in k}
+        context = {"up": outputs.get("up"), "reg_scale": outputs.get("reg_scale"), "is_dn": False}
         indices = self.matcher(main, targets)
-        losses = self._compute(main, targets, indices, num_boxes)
 
-        for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            aux_indices = indices if self.share_matched_indices else self.matcher(aux, targets)
-            losses.update(self._compute(aux, targets, aux_indices, num_boxes, f"_aux_{i}"))
+        aux_outputs = outputs.get("aux_outputs", [])
+        aux_indices = [indices if self.share_matched_indices else self.matcher(aux, targets) for aux in aux_outputs]
+        pre = outputs.get("pre_outputs")
+        pre_indices = self.matcher(pre, targets) if pre is not None else None
+        agnostic = outputs.get("enc_meta", {}).get("class_agnostic", False)
+        enc_targets = [dict(t, labels=torch.zeros_like(t["labels"])) for t in targets] if agnostic else targets
+        enc_outputs = outputs.get("enc_aux_outputs", [])
+        enc_indices = [self.matcher(aux, enc_targets) for aux in enc_outputs]
+
+        union = None
+        if self.use_uni_set and aux_outputs:
+            go = union_of_matches(indices, aux_indices + ([pre_indices] if pre is not None else []) + enc_indices)
+            union = (go, self.num_boxes(targets, device, count=sum(len(src) for src, _ in go)))
+
+        losses = self._compute(main, targets, indices, num_boxes, union=union, context=context)
+        for i, (aux, ind) in enumerate(zip(aux_outputs, aux_indices)):
+            losses.update(self._compute(aux, targets, ind, num_boxes, f"_aux_{i}", union=union, context=context))
+        if pre is not None:
+            losses.update(self._compute(pre, targets, pre_indices, num_boxes, "_pre", union=union, context=context))
+        for i, (aux, ind) in enumerate(zip(enc_outputs, enc_indices)):
+            losses.update(
+                self._compute(aux, enc_targets, ind, num_boxes, f"_enc_{i}", num_classes=1 if agnostic else None,
+                              union=union, context=context, union_losses=("boxes",))
+            )
 
         if "dn_aux_outputs" in outputs:
             dn_meta = outputs["dn_meta"]
             dn_indices = self.get_cdn_matched_indices(dn_meta, targets)
             dn_num_boxes = num_boxes * dn_meta["dn_num_group"]
+            context["is_dn"] = True
             for i, aux in enumerate(outputs["dn_aux_outputs"]):
-                losses.update(self._compute(aux, targets, dn_indices, dn_num_boxes, f"_dn_{i}"))
-
-        if "enc_aux_outputs" in outputs:
-            agnostic = outputs.get("enc_meta", {}).get("class_agnostic", False)
-            enc_targets = targets
-            if agnostic:
-                enc_targets = [dict(t, labels=torch.zeros_like(t["labels"])) for t in targets]
-            for i, aux in enumerate(outputs["enc_aux_outputs"]):
-                enc_indices = self.matcher(aux, enc_targets)
+                losses.update(self._compute(aux, targets, dn_indices, dn_num_boxes, f"_dn_{i}", context=context))
+            if "dn_pre_outputs" in outputs:
                 losses.update(
-                    self._compute(
-                        aux,
-                        enc_targets,
-                        enc_indices,
-                        num_boxes,
-                        f"_enc_{i}",
-                        num_classes=1 if agnostic else self.num_classes,
-                    )
+                    self._compute(outputs["dn_pre_outputs"], targets, dn_indices, dn_num_boxes, "_dn_pre",
+                                  context=context)
                 )
         return losses

@@ -78,7 +78,9 @@ class HungarianMatcher(nn.Module):
                 empty = torch.zeros(0, dtype=torch.int64)
                 indices.append((empty, empty.clone()))
                 continue
-            cost = self.cost_matrix(logits[i].float(), boxes[i].float(), t["labels"], t["boxes"].float())
+            # at least float32 (half-precision costs would tie); float64 stays float64
+            dtype = torch.promote_types(logits.dtype, torch.float32)
+            cost = self.cost_matrix(logits[i].to(dtype), boxes[i].to(dtype), t["labels"], t["boxes"].to(dtype))
             if not torch.isfinite(cost).all():
                 # FloatingPointError: the trainer reports it like a NaN loss (iteration named).
                 raise FloatingPointError(

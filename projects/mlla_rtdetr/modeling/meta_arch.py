@@ -259,7 +259,8 @@ class RTDETR(nn.Module):
     def deploy(self, channels_last: bool = True) -> "RTDETR":
         """The inference form (eval mode, outputs unchanged up to float rounding, <= 1e-4):
 
-        * RepVGG blocks of the encoder re-parameterised into single 3x3 convs;
+        * RepVGG blocks of the encoder re-parameterised into single 3x3 convs; D-FINE decoder
+          layers after ``eval_idx`` (training only) removed;
         * every BatchNorm folded into the conv before it (:func:`fold_conv_norms`);
         * channels-last memory for the weights and, in :meth:`forward_raw`, the images, so every
           conv runs in the layout the CPU (oneDNN) and tensor-core kernels are fastest in, and the
@@ -268,8 +269,9 @@ class RTDETR(nn.Module):
         Train again only from a freshly built model: folded BatchNorms no longer update.
         """
         self.eval()
-        if hasattr(self.encoder, "deploy"):
-            self.encoder.deploy()
+        for part in (self.encoder, self.decoder):  # RepVGG folding; D-FINE drops its training-only layers
+            if hasattr(part, "deploy"):
+                part.deploy()
         fold_conv_norms(self)
         if channels_last:
             self.to(memory_format=torch.channels_last)

@@ -1,4 +1,5 @@
-"""PP-HGNetV2 L / X / H, the backbones of RT-DETR-L / X and RT-DETRv2-L / X / H.
+"""PP-HGNetV2 L / X / H, the backbones of RT-DETR-L / X and RT-DETRv2-L / X / H, and B0-B6, the
+backbones of D-FINE / DEIM-D-FINE (N, S: B0; M: B2; L: B4; X: B5).
 
 The official ``HGNetv2`` (lyuwenyu/RT-DETR ``rtdetrv2_pytorch/src/nn/backbone/hgnetv2.py``, a port
 of PaddleDetection's ``PPHGNetV2``) is the same network as timm's ``hgnetv2_b4`` / ``b5`` / ``b6``:
@@ -15,6 +16,13 @@ which turns them into buffers, leaving the conv weights only. The same holds for
 (33,325,760 - 93,920 = 33,231,840) and H (69,013,472 - 166,416 = 68,847,056). Stem, ``use_lab``
 and the (dropped) classification head play no part. Only the random initialisation differs
 (timm: Kaiming-normal fan-out; official: fan-in), which matters only without ImageNet weights.
+
+D-FINE's ``HGNetv2(name="B0" ... "B6")`` (ShihuaHuang95/DEIM ``engine/backbone/hgnetv2.py``) is the
+same network again (its L / X are B4 / B5), with learnable affine blocks after every activation
+(``use_lab``) in the small sizes: timm builds ``hgnetv2_b0`` ... ``b3`` with them and ``b4`` ...
+``b6`` without, exactly the official D-FINE settings, so ``use_lab`` defaults to the size's value
+(``None``) and B0-B3 cannot be built without it. The official D-FINE stem pads its 2x2 convs with
+``F.pad`` instead of a ``ZeroPad2d`` module, hence ``stem.stem2a.conv.weight`` without the ``.1``.
 
 Key names differ from the official ones only in spelling (``stages.1`` -> ``body.stages_1``,
 ``aggregation_squeeze_conv`` / ``aggregation_excitation_conv`` -> ``aggregation.0`` / ``.1``,
@@ -40,8 +48,15 @@ from .timm_backbone import TimmBackbone, _level_name
 
 __all__ = ["HGNETV2_VARIANTS", "HGNetv2"]
 
-#: Official size name -> timm model of the same architecture.
-HGNETV2_VARIANTS: Dict[str, str] = {"L": "hgnetv2_b4", "X": "hgnetv2_b5", "H": "hgnetv2_b6"}
+#: Official size name -> timm model of the same architecture (RT-DETR: L / X / H; D-FINE: B0-B6).
+HGNETV2_VARIANTS: Dict[str, str] = {
+    "L": "hgnetv2_b4",
+    "X": "hgnetv2_b5",
+    "H": "hgnetv2_b6",
+    **{f"B{i}": f"hgnetv2_b{i}" for i in range(7)},
+}
+#: Sizes timm always builds with learnable affine blocks (``use_lab=True``).
+_LAB_SIZES = ("B0", "B1", "B2", "B3")
 
 
 #: The HGNetv2 stem (StemV2) reduces the image 4x in every size.
@@ -53,13 +68,14 @@ class HGNetv2(TimmBackbone, StagedBackbone):
     ``out_indices``, ``freeze_at``, ``freeze_norm``, ``pretrained``).
 
     Args:
-        name: "L", "X" or "H".
+        name: "L", "X" or "H" (RT-DETR), or "B0" ... "B6" (D-FINE; B4 = L, B5 = X, B6 = H).
         out_indices: stages returned (official ``return_idx`` [1, 2, 3]: strides 8 / 16 / 32,
             outputs ``res3`` / ``res4`` / ``res5`` with 512 / 1024 / 2048 channels for every size).
         freeze_at: -1 trains everything; k >= 0 freezes the stem and the first k stages.
         freeze_norm: FrozenBatchNorm2d everywhere (the official recipes set it).
-        use_lab: learnable affine (scale, bias) after every activation, as in the small
-            PP-HGNetV2 sizes (B0-B3); off in every official RT-DETR model.
+        use_lab: learnable affine (scale, bias) after every activation. ``None``: the size's own
+            setting (on for B0-B3, the official D-FINE N / S / M; off for B4-B6 and L / X / H, every
+            official RT-DETR model and D-FINE L / X); B0-B3 exist only with it.
         pretrained: ``False`` or the path of a timm-format ``hgnetv2_b*`` checkpoint. The official
             ImageNet files (``PPHGNetV2_{L,X,H}_ssld_pretrained_from_paddle.pth``) go through
             ``train.init_checkpoint`` instead: they are detected and converted.
@@ -76,20 +92,27 @@ class HGNetv2(TimmBackbone, StagedBackbone):
         out_indices: Sequence[int] = (1, 2, 3),
         freeze_at: int = -1,
         freeze_norm: bool = False,
-        use_lab: bool = False,
+        use_lab: Optional[bool] = None,
         pretrained: Union[bool, str] = False,
         stage_blocks: Optional[Mapping] = None,
         insert_after: Optional[Mapping] = None,
     ):
         if name not in HGNETV2_VARIANTS:
             raise ConfigError(f"HGNetv2 name must be one of {sorted(HGNETV2_VARIANTS)}, got '{name}'.")
+        if name in _LAB_SIZES:
+            if use_lab is False:
+                raise ConfigError(f"HGNetv2 {name} exists only with learnable affine blocks: set use_lab=True (or None).")
+            use_lab, lab_kwargs = True, {}  # timm's hgnetv2_b0..b3 set it themselves
+        else:
+            use_lab = bool(use_lab)
+            lab_kwargs = {"use_lab": use_lab}
         super().__init__(
             HGNETV2_VARIANTS[name],
             out_indices=out_indices,
             pretrained=pretrained,
             freeze_at=freeze_at,
             freeze_norm=freeze_norm,
-            use_lab=use_lab,
+            **lab_kwargs,
         )
         self.name = name
         self.use_lab = use_lab

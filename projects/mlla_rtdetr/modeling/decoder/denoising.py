@@ -53,6 +53,7 @@ def get_contrastive_denoising_training_group(
     label_noise_ratio: float = 0.5,
     box_noise_scale: float = 1.0,
     device: Optional[torch.device] = None,
+    abs_box_size: bool = False,
 ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor], Optional[dict]]:
     """Build the denoising queries.
 
@@ -62,6 +63,8 @@ def get_contrastive_denoising_training_group(
         num_queries: number of matching queries that follow the denoising ones.
         class_embed: (K+1, C) embedding turning labels into query contents.
         num_denoising: target total of denoising queries (split into groups).
+        abs_box_size: DEIM / D-FINE: a noised box whose corners crossed (negative width or height
+            after clipping) keeps its size's absolute value (RT-DETR keeps the negative size).
 
     Returns:
         contents (B, D, C), ref_points_unact (B, D, 4), attn_mask (D+Q, D+Q) bool, dn_meta
@@ -121,6 +124,8 @@ def get_contrastive_denoising_training_group(
         rand_part = (rand_part + 1.0) * negative_mask + rand_part * (1 - negative_mask)
         known_xyxy = torch.clip(known_xyxy + rand_sign * rand_part * diff, min=0.0, max=1.0)
         query_bbox = box_convert(known_xyxy, in_fmt="xyxy", out_fmt="cxcywh")
+        if abs_box_size:
+            query_bbox = query_bbox.abs()
     ref_points_unact = inverse_sigmoid(query_bbox)
 
     contents = class_embed(query_class)

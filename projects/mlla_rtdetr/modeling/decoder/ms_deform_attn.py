@@ -152,6 +152,9 @@ class MSDeformableAttention(nn.Module):
         method: "default" (bilinear) or "discrete" (nearest pixel; the sampling offsets are frozen,
             as official: the rounding passes no gradient to them).
         offset_scale: offsets are ``offset * (1/n_l) * ref_wh * offset_scale`` for box references.
+        projections: the value / output projections (``value_proj``, ``output_proj``) of
+            Deformable-DETR and RT-DETR; D-FINE's decoder has none (the memory is sampled as it is,
+            split into heads, and the heads' outputs are concatenated).
 
     The buffer ``num_points_scale`` (``1/n_l`` repeated ``n_l`` times per level) is derived from the
     arguments, so it is non-persistent: checkpoints never carry it.
@@ -165,6 +168,7 @@ class MSDeformableAttention(nn.Module):
         num_points: Union[int, List[int]] = 4,
         method: str = "default",
         offset_scale: float = 0.5,
+        projections: bool = True,
     ):
         super().__init__()
         if embed_dim % num_heads != 0:
@@ -188,8 +192,10 @@ class MSDeformableAttention(nn.Module):
 
         self.sampling_offsets = Linear(embed_dim, num_heads * total_points * 2)
         self.attention_weights = Linear(embed_dim, num_heads * total_points)
-        self.value_proj = Linear(embed_dim, embed_dim)
-        self.output_proj = Linear(embed_dim, embed_dim)
+        self.projections = projections
+        if projections:
+            self.value_proj = Linear(embed_dim, embed_dim)
+            self.output_proj = Linear(embed_dim, embed_dim)
         self._reset_parameters()
         if method == "discrete":
             for p in self.sampling_offsets.parameters():
@@ -206,6 +212,8 @@ class MSDeformableAttention(nn.Module):
             self.sampling_offsets.bias.copy_((grid * scaling).flatten())
         init.constant_(self.attention_weights.weight, 0)
         init.constant_(self.attention_weights.bias, 0)
+        if not self.projections:
+            return
         init.xavier_uniform_(self.value_proj.weight)
         init.constant_(self.value_proj.bias, 0)
         init.xavier_uniform_(self.output_proj.weight)
@@ -234,7 +242,8 @@ class MSDeformableAttention(nn.Module):
         len_v = value.shape[1]
         total_points = sum(self.num_points_list)
 
-        value = self.value_proj(value)
+        if self.projections:
+            value = self.value_proj(value)
         if value_mask is not None:
             value = value * value_mask.to(value.dtype).unsqueeze(-1)
         value = value.reshape(bs, len_v, self.num_heads, self.head_dim)
@@ -258,4 +267,4 @@ class MSDeformableAttention(nn.Module):
             raise ValueError(f"Last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}.")
 
         output = deformable_attention_core(value, spatial_shapes, locations, weights, self.num_points_list, self.method)
-        return self.output_proj(output)
+        return self.output_proj(output) if self.projections else output

@@ -78,8 +78,31 @@ def generate_anchors(
     return anchors.to(device), valid_mask.to(device)
 
 
+class Gate(nn.Module):
+    """D-FINE's gated fusion of the cross-attention output with its input:
+    ``LayerNorm(g1 * x1 + g2 * x2)`` with ``(g1, g2) = sigmoid(Linear([x1, x2]))`` per channel.
+    (B, Q, C), (B, Q, C) -> (B, Q, C). Initialised to ``g1 = g2 = 0.5``."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.gate = Linear(2 * d_model, 2 * d_model)
+        init.constant_(self.gate.bias, bias_init_with_prob(0.5))
+        init.constant_(self.gate.weight, 0)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        g1, g2 = torch.sigmoid(self.gate(torch.cat([x1, x2], dim=-1))).chunk(2, dim=-1)
+        return self.norm(g1 * x1 + g2 * x2)
+
+
 class TransformerDecoderLayer(nn.Module):
-    """Post-norm decoder layer: self-attention, deformable cross-attention, FFN."""
+    """Post-norm decoder layer: self-attention, deformable cross-attention, FFN.
+
+    ``gated=True`` is the D-FINE layer: the cross-attention output is merged by a :class:`Gate`
+    (key ``gateway``) instead of the residual + ``norm2``, the deformable attention samples the
+    memory without value / output projections, and the FFN output is clamped to the float16 range
+    (as ``clamp_ffn``).
+    """
 
     def __init__(
         self,
@@ -92,21 +115,28 @@ class TransformerDecoderLayer(nn.Module):
         n_points=4,
         cross_attn_method: str = "default",
         clamp_ffn: bool = False,
+        gated: bool = False,
     ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, n_head, dropout=dropout, batch_first=True)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.cross_attn = MSDeformableAttention(d_model, n_head, n_levels, n_points, method=cross_attn_method)
+        self.cross_attn = MSDeformableAttention(
+            d_model, n_head, n_levels, n_points, method=cross_attn_method, projections=not gated
+        )
         self.dropout2 = nn.Dropout(dropout)
-        self.norm2 = nn.LayerNorm(d_model)
+        self.gated = gated
+        if gated:
+            self.gateway = Gate(d_model)
+        else:
+            self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = Linear(d_model, dim_feedforward)
         self.activation = get_activation(activation)
         self.dropout3 = nn.Dropout(dropout)
         self.linear2 = Linear(dim_feedforward, d_model)
         self.dropout4 = nn.Dropout(dropout)
         self.norm3 = nn.LayerNorm(d_model)
-        self.clamp_ffn = clamp_ffn
+        self.clamp_ffn = clamp_ffn or gated
         init.xavier_uniform_(self.linear1.weight)
         init.xavier_uniform_(self.linear2.weight)
 
@@ -127,7 +157,10 @@ class TransformerDecoderLayer(nn.Module):
 
         query = target if query_pos_embed is None else target + query_pos_embed
         cross_out = self.cross_attn(query, reference_points, memory, spatial_shapes, memory_mask)
-        target = self.norm2(target + self.dropout2(cross_out))
+        if self.gated:
+            target = self.gateway(target, self.dropout2(cross_out))
+        else:
+            target = self.norm2(target + self.dropout2(cross_out))
 
         ffn_out = self.linear2(self.dropout3(linear(self.linear1, target, self.activation)))
         target = target + self.dropout4(ffn_out)
@@ -215,6 +248,11 @@ class RTDETRTransformer(nn.Module):
         cross_attn_method: "default" | "discrete"; query_select_method: "default" | "one2many" |
             "agnostic".
         version: "v2" or "v1".
+        mlp_act: activation inside the MLP heads (query position, box heads); DEIM uses "silu".
+        query_pos_method: "default" (MLP 4 -> 2C -> C) or "as_reg" (MLP 4 -> C -> C -> C, like a
+            box head; DEIM-RT-DETRv2).
+        denoising_abs_box_size: the DEIM / D-FINE denoising boxes (negative noised sizes made
+            positive, see ``get_contrastive_denoising_training_group``).
     """
 
     def __init__(
@@ -242,8 +280,13 @@ class RTDETRTransformer(nn.Module):
         cross_attn_method: str = "default",
         query_select_method: str = "default",
         version: str = "v2",
+        mlp_act: str = "relu",
+        query_pos_method: str = "default",
+        denoising_abs_box_size: bool = False,
     ):
         super().__init__()
+        if query_pos_method not in ("default", "as_reg"):
+            raise ConfigError(f"query_pos_method must be 'default' or 'as_reg', got {query_pos_method!r}.")
         if version not in ("v1", "v2"):
             raise ValueError(f"version must be 'v1' or 'v2', got '{version}'.")
         if len(feat_channels) > num_levels or len(feat_strides) != len(feat_channels):
@@ -278,42 +321,56 @@ class RTDETRTransformer(nn.Module):
         self.label_noise_ratio = label_noise_ratio
         self.box_noise_scale = box_noise_scale
         self.learn_query_content = learn_query_content
+        self.mlp_act = mlp_act
+        self.denoising_abs_box_size = denoising_abs_box_size
 
         self.num_feat_levels = len(feat_channels)
         self._build_input_proj(list(feat_channels))
-        layer = TransformerDecoderLayer(
-            hidden_dim,
-            nhead,
-            dim_feedforward,
-            dropout,
-            activation,
-            num_levels,
-            num_points,
+        layer_kwargs = dict(
+            d_model=hidden_dim,
+            n_head=nhead,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            activation=activation,
+            n_levels=num_levels,
+            n_points=num_points,
             cross_attn_method=cross_attn_method,
-            clamp_ffn=(version == "v1"),
         )
-        self.decoder = TransformerDecoder(layer, num_layers, eval_idx)
+        self._build_decoder(layer_kwargs, num_layers, eval_idx)
 
         if num_denoising > 0:
             self.denoising_class_embed = nn.Embedding(num_classes + 1, hidden_dim, padding_idx=num_classes)
             init.normal_(self.denoising_class_embed.weight[:-1])
         if learn_query_content:
             self.tgt_embed = nn.Embedding(num_queries, hidden_dim)
-        self.query_pos_head = MLP(4, 2 * hidden_dim, hidden_dim, 2)
+        if query_pos_method == "as_reg":
+            self.query_pos_head = MLP(4, hidden_dim, hidden_dim, 3, act=mlp_act)
+        else:
+            self.query_pos_head = MLP(4, 2 * hidden_dim, hidden_dim, 2, act=mlp_act)
 
         self.enc_output = nn.Sequential(
             OrderedDict([("proj", Linear(hidden_dim, hidden_dim)), ("norm", nn.LayerNorm(hidden_dim))])
         )
         self.enc_score_head = Linear(hidden_dim, 1 if query_select_method == "agnostic" else num_classes)
-        self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, 3)
-        self.dec_score_head = nn.ModuleList(Linear(hidden_dim, num_classes) for _ in range(num_layers))
-        self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, 3) for _ in range(num_layers))
+        self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, 3, act=mlp_act)
+        self._build_heads(num_layers)
 
         # anchors depend only on the feature sizes: cache them (never saved in checkpoints)
         self._anchor_cache: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
-        if self.eval_spatial_size:
+        if self.eval_spatial_size and torch.empty(0).device.type != "meta":  # (built on meta: nothing to cache)
             self.get_anchors(self.eval_spatial_shapes(), "cpu")
         self._reset_parameters()
+
+    def _build_decoder(self, layer_kwargs: dict, num_layers: int, eval_idx: int) -> None:
+        """``self.decoder``: the layer stack (subclasses build their own)."""
+        layer = TransformerDecoderLayer(**layer_kwargs, clamp_ffn=(self.version == "v1"))
+        self.decoder = TransformerDecoder(layer, num_layers, eval_idx)
+
+    def _build_heads(self, num_layers: int) -> None:
+        """Per-layer class and box heads ``dec_score_head`` / ``dec_bbox_head``."""
+        c = self.hidden_dim
+        self.dec_score_head = nn.ModuleList(Linear(c, self.num_classes) for _ in range(num_layers))
+        self.dec_bbox_head = nn.ModuleList(MLP(c, c, 4, 3, act=self.mlp_act) for _ in range(num_layers))
 
     def class_dependent_tensors(self) -> Dict[str, int]:
         """Tensors whose first dimension is indexed by class -> trailing non-class rows (the
@@ -341,11 +398,18 @@ class RTDETRTransformer(nn.Module):
         init.xavier_uniform_(self.query_pos_head.layers[0].weight)
         init.xavier_uniform_(self.query_pos_head.layers[1].weight)
         for m in self.input_proj:
-            init.xavier_uniform_(m.conv.weight)
+            if not isinstance(m, nn.Identity):
+                init.xavier_uniform_(m.conv.weight)
+
+    #: D-FINE: a level that already has ``hidden_dim`` channels is used as it is (no projection).
+    identity_input_proj = False
 
     def _build_input_proj(self, feat_channels: List[int]):
         self.input_proj = nn.ModuleList()
         for c in feat_channels:
+            if self.identity_input_proj and c == self.hidden_dim:
+                self.input_proj.append(nn.Identity())
+                continue
             self.input_proj.append(
                 nn.Sequential(
                     OrderedDict(
@@ -358,6 +422,9 @@ class RTDETRTransformer(nn.Module):
             )
         c = feat_channels[-1]
         for _ in range(self.num_levels - len(feat_channels)):
+            if self.identity_input_proj and c == self.hidden_dim:  # as official D-FINE (no downsampling)
+                self.input_proj.append(nn.Identity())
+                continue
             self.input_proj.append(
                 nn.Sequential(
                     OrderedDict(
@@ -444,6 +511,25 @@ class RTDETRTransformer(nn.Module):
             content = torch.cat([dn_contents, content], 1)
         return content, ref_unact, enc_topk_bboxes, enc_topk_logits
 
+    def _denoising_queries(self, targets: Optional[List[dict]], device):
+        """Contrastive denoising queries (training with ``num_denoising`` > 0; else all None):
+        contents (B, D, C), reference boxes (B, D, 4) as logits, attention mask, dn_meta."""
+        if not (self.training and self.num_denoising > 0):
+            return None, None, None, None
+        if targets is None:
+            raise ValueError("Training with denoising needs targets (list of {'labels', 'boxes'}).")
+        return get_contrastive_denoising_training_group(
+            targets,
+            self.num_classes,
+            self.num_queries,
+            self.denoising_class_embed,
+            num_denoising=self.num_denoising,
+            label_noise_ratio=self.label_noise_ratio,
+            box_noise_scale=self.box_noise_scale,
+            device=device,
+            abs_box_size=self.denoising_abs_box_size,
+        )
+
     def forward(self, feats: List[torch.Tensor], targets: Optional[List[dict]] = None) -> dict:
         """
         Args:
@@ -457,20 +543,7 @@ class RTDETRTransformer(nn.Module):
         """
         memory, spatial_shapes = self._get_encoder_input(feats)
 
-        dn_contents = dn_ref_unact = attn_mask = dn_meta = None
-        if self.training and self.num_denoising > 0:
-            if targets is None:
-                raise ValueError("Training with denoising needs targets (list of {'labels', 'boxes'}).")
-            dn_contents, dn_ref_unact, attn_mask, dn_meta = get_contrastive_denoising_training_group(
-                targets,
-                self.num_classes,
-                self.num_queries,
-                self.denoising_class_embed,
-                num_denoising=self.num_denoising,
-                label_noise_ratio=self.label_noise_ratio,
-                box_noise_scale=self.box_noise_scale,
-                device=memory.device,
-            )
+        dn_contents, dn_ref_unact, attn_mask, dn_meta = self._denoising_queries(targets, memory.device)
 
         content, ref_unact, enc_topk_bboxes, enc_topk_logits = self._get_decoder_input(
             memory, spatial_shapes, dn_contents, dn_ref_unact

@@ -9,7 +9,8 @@ returning a module (B, in_channels, H, W) -> (B, out_channels, H, W); ``in_chann
 hidden width (the concatenated maps), ``num_blocks = round(3 * depth_mult)``. Built in:
 
 * ``"csprep"`` (default): the official CSPRep layer of RepVGG blocks (:class:`CSPRepLayer`);
-* ``"mlla"`` (``mlla_fusion.py``): the same CSP layer with MLLA blocks as bottlenecks.
+* ``"mlla"`` (``mlla_fusion.py``): the same CSP layer with MLLA blocks as bottlenecks;
+* ``"rep_ncsp_elan4"``: D-FINE's CSP-ELAN block (:class:`RepNCSPELAN4`, from YOLOv9).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..layers import ConvNormAct, Registry, conv2d, get_activation
 
-__all__ = ["FUSION_BLOCKS", "RepVggBlock", "CSPRepLayer", "build_csprep"]
+__all__ = ["FUSION_BLOCKS", "RepVggBlock", "CSPRepLayer", "RepNCSPELAN4", "build_csprep", "build_rep_ncsp_elan4"]
 
 #: name -> builder of a fusion block (see the module docstring for the signature).
 FUSION_BLOCKS = Registry("FUSION_BLOCKS")
@@ -116,3 +117,39 @@ class CSPRepLayer(nn.Module):
 def build_csprep(in_channels: int, out_channels: int, num_blocks: int, expansion: float, act="silu") -> CSPRepLayer:
     """The official CCFF fusion block: a CSP layer of ``num_blocks`` RepVGG blocks."""
     return CSPRepLayer(in_channels, out_channels, num_blocks, expansion=expansion, act=act)
+
+
+class RepNCSPELAN4(nn.Module):
+    """D-FINE's fusion block (CSP-ELAN of YOLOv9), (B, C_in, H, W) -> (B, C_out, H, W).
+
+    ``cv1`` (1x1 to ``c3``) is split in two halves; ``cv2`` (a CSPRep layer of ``num_blocks``
+    RepVGG blocks to ``c4`` channels, then a 3x3 conv) continues from the second half and ``cv3``
+    (the same, ``c4`` -> ``c4``) from ``cv2``'s output; ``cv4`` (1x1) fuses the four maps
+    ``[half1, half2, cv2, cv3]`` (``c3 + 2 * c4`` channels). Every conv has BN and ``act``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, c3: int, c4: int, num_blocks: int = 3,
+                 bias: bool = False, act="silu"):
+        super().__init__()
+        self.c = c3 // 2
+        self.cv1 = ConvNormAct(in_channels, c3, 1, 1, bias=bias, act=act)
+        self.cv2 = nn.Sequential(CSPRepLayer(c3 // 2, c4, num_blocks, 1.0, bias=bias, act=act),
+                                 ConvNormAct(c4, c4, 3, 1, bias=bias, act=act))
+        self.cv3 = nn.Sequential(CSPRepLayer(c4, c4, num_blocks, 1.0, bias=bias, act=act),
+                                 ConvNormAct(c4, c4, 3, 1, bias=bias, act=act))
+        self.cv4 = ConvNormAct(c3 + 2 * c4, out_channels, 1, 1, bias=bias, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = list(self.cv1(x).split((self.c, self.c), 1))
+        y.append(self.cv2(y[-1]))
+        y.append(self.cv3(y[-1]))
+        return self.cv4(torch.cat(y, 1))
+
+
+@FUSION_BLOCKS.register("rep_ncsp_elan4")
+def build_rep_ncsp_elan4(in_channels: int, out_channels: int, num_blocks: int, expansion: float,
+                         act="silu") -> RepNCSPELAN4:
+    """D-FINE's CCFF fusion block: ``c3 = in_channels`` (twice the hidden width) and
+    ``c4 = round(expansion * out_channels // 2)``, as the official HybridEncoder."""
+    return RepNCSPELAN4(in_channels, out_channels, in_channels, round(expansion * out_channels // 2), num_blocks,
+                        act=act)

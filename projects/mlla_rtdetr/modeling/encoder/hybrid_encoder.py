@@ -42,6 +42,19 @@ class InputProjection(nn.Sequential):
         self.norm = nn.BatchNorm2d(ch_out)
 
 
+class SCDown(nn.Module):
+    """D-FINE's downsampling (from YOLOv10): 1x1 ConvNorm to ``c2``, then a ``k`` x ``k``
+    depthwise ConvNorm with ``stride``; no activation. (B, c1, H, W) -> (B, c2, H/s, W/s)."""
+
+    def __init__(self, c1: int, c2: int, k: int, stride: int):
+        super().__init__()
+        self.cv1 = ConvNormAct(c1, c2, 1, 1)
+        self.cv2 = ConvNormAct(c2, c2, k, stride, groups=c2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv2(self.cv1(x))
+
+
 class HybridEncoder(nn.Module):
     """RT-DETR hybrid encoder.
 
@@ -63,6 +76,10 @@ class HybridEncoder(nn.Module):
             every block of the path or one per block. FPN block k produces level ``L-2-k`` (for 3
             levels: stride 16, then stride 8); PAN block k produces level ``k+1`` (stride 16, then 32).
         act: activation of the CCFF convs.
+        lateral_act: whether the lateral 1x1 convs of the FPN use ``act`` (RT-DETR) or none (D-FINE).
+        downsample: the PAN's stride-2 conv: "conv" (3x3 ConvNormAct with ``act``, RT-DETR) or
+            "scdown" (D-FINE: a 1x1 conv then a 3x3 depthwise stride-2 conv, both with BN and no
+            activation; keys ``downsample_convs.{i}.0.cv1`` / ``.cv2``).
         eval_spatial_size: (H, W) of eval images; the intra-scale position embedding for this size
             is precomputed (other sizes, and training, compute it on the fly).
 
@@ -89,6 +106,8 @@ class HybridEncoder(nn.Module):
         eval_spatial_size: Optional[Sequence[int]] = None,
         fpn_fusion: Union[str, Mapping, Sequence[Union[str, Mapping]]] = "csprep",
         pan_fusion: Union[str, Mapping, Sequence[Union[str, Mapping]]] = "csprep",
+        lateral_act: bool = True,
+        downsample: str = "conv",
     ):
         super().__init__()
         in_channels, feat_strides, use_encoder_idx = list(in_channels), list(feat_strides), list(use_encoder_idx)
@@ -139,7 +158,11 @@ class HybridEncoder(nn.Module):
         num_blocks = round(3 * depth_mult)
         levels = len(in_channels)
         # Top-down FPN: from the coarsest level to the finest.
-        self.lateral_convs = nn.ModuleList(ConvNormAct(hidden_dim, hidden_dim, 1, 1, act=act) for _ in range(levels - 1))
+        if downsample not in ("conv", "scdown"):
+            raise ValueError(f"downsample must be 'conv' or 'scdown', got {downsample!r}.")
+        self.lateral_convs = nn.ModuleList(
+            ConvNormAct(hidden_dim, hidden_dim, 1, 1, act=act if lateral_act else None) for _ in range(levels - 1)
+        )
         self.fpn_fusion = _per_block(fpn_fusion, levels - 1, "fpn_fusion")
         self.pan_fusion = _per_block(pan_fusion, levels - 1, "pan_fusion")
         self.fpn_blocks = nn.ModuleList(
@@ -148,7 +171,9 @@ class HybridEncoder(nn.Module):
         )
         # Bottom-up PAN.
         self.downsample_convs = nn.ModuleList(
-            ConvNormAct(hidden_dim, hidden_dim, 3, 2, act=act) for _ in range(levels - 1)
+            ConvNormAct(hidden_dim, hidden_dim, 3, 2, act=act) if downsample == "conv" else
+            nn.Sequential(SCDown(hidden_dim, hidden_dim, 3, 2))
+            for _ in range(levels - 1)
         )
         self.pan_blocks = nn.ModuleList(
             FUSION_BLOCKS.build(spec, hidden_dim * 2, hidden_dim, num_blocks, expansion, act)
