@@ -288,3 +288,73 @@ def plot_seed_curves(groups: Sequence[Tuple[str, Sequence[Tuple[np.ndarray, np.n
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- heatmaps
+def plot_image_grid(cells: Sequence[Sequence[np.ndarray]], path: str, col_titles: Sequence[str] = (),
+                    row_titles: Sequence[str] = (), notes: Optional[Sequence[Sequence[str]]] = None,
+                    title: str = "", cell_inches: float = 2.6) -> str:
+    """Images (uint8 RGB) in a grid, with column titles, row titles and a note under each cell."""
+    plt = _plt()
+    rows, cols = len(cells), max(len(r) for r in cells)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_inches * cols, cell_inches * rows + (0.4 if title else 0.1)),
+                             squeeze=False)
+    for i, row in enumerate(cells):
+        for j in range(cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j >= len(row):
+                continue
+            ax.imshow(row[j])
+            if i == 0 and j < len(col_titles):
+                ax.set_title(col_titles[j], fontsize=8)
+            if j == 0 and i < len(row_titles):
+                ax.text(-0.04, 0.5, row_titles[i], transform=ax.transAxes, rotation=90, ha="right", va="center",
+                        fontsize=8)
+            if notes is not None and notes[i][j]:
+                ax.text(0.5, -0.02, notes[i][j], transform=ax.transAxes, ha="center", va="top", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_deformable_attention(rows: Sequence[Dict[str, Any]], path: str, cell_inches: float = 2.6) -> str:
+    """One row per (model, image, query): the query's box on the image and, per feature level, its
+    sampling points (all heads) coloured and sized by attention weight; the last column shows
+    all levels together. ``rows``: {"image": uint8 RGB, "box": XYXY pixels, "title": str,
+    "levels": [{"xy": (P, 2) normalized, "weight": (P,)}]}."""
+    plt = _plt()
+    num_levels = max(len(r["levels"]) for r in rows)
+    cols = num_levels + 1
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cell_inches * cols, cell_inches * len(rows)), squeeze=False)
+    vmax = max(float(np.max(lv["weight"])) for r in rows for lv in r["levels"])
+    for i, r in enumerate(rows):
+        h, w = r["image"].shape[:2]
+        for j in range(cols):
+            ax = axes[i][j]
+            ax.imshow(r["image"])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            x0, y0, x1, y1 = r["box"]
+            ax.add_patch(_plt().Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="cyan", lw=1.2))
+            levels = list(range(len(r["levels"]))) if j == num_levels else [j]
+            for lvl in levels:
+                lv = r["levels"][lvl]
+                order = np.argsort(lv["weight"])
+                xy, wt = lv["xy"][order], lv["weight"][order]
+                ax.scatter(xy[:, 0] * w, xy[:, 1] * h, s=8 + 120 * wt / vmax, c=wt, cmap="plasma", vmin=0, vmax=vmax,
+                           marker="o" if j != num_levels else "os^D"[lvl % 4], edgecolors="none", alpha=0.9)
+            ax.set_xlim(0, w)
+            ax.set_ylim(h, 0)
+            if j < num_levels:
+                share = float(np.sum(r["levels"][j]["weight"])) / max(float(sum(np.sum(lv["weight"]) for lv in r["levels"])), 1e-12)
+                shape = r["levels"][j].get("shape")
+                ax.set_title(f"level {j} ({shape[0]}x{shape[1]}): {100 * share:.0f}%" if shape else f"level {j}",
+                             fontsize=8)
+            else:
+                ax.set_title("all levels", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(r["title"], fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
