@@ -217,3 +217,96 @@ def test_draw_boxes_labels_colours_and_scale():
     assert (big[101:115, 20:40] == 255).all(-1).any()  # label under the box (y1 = 100 at 2x)
     with pytest.raises(ValueError, match="as many labels"):
         draw_boxes(img, [[0, 0, 5, 5]], ["a", "b"])
+
+
+# ----------------------------------------------------------------------------- heatmaps (trained demo model)
+DEMO_RECIPE = "projects/mlla_rtdetr/configs/mlla_rtdetr_demo_synthetic.py"
+DEMO_ITERS = 200
+
+
+@pytest.fixture(scope="module")
+def trained_demo_run(tmp_path_factory):
+    """The demo recipe trained for DEMO_ITERS iterations at 1 thread (tools/train_net.py, as a user
+    runs it), evaluated once at the end; shared by the tests below."""
+    import os
+
+    out = tmp_path_factory.mktemp("demo_run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "tools/train_net.py", "--config-file", DEMO_RECIPE,
+                           f"train.max_iter={DEMO_ITERS}", "train.eval_period=0", "train.checkpointer.period=100000",
+                           "train.model_ema.eval_raw=False", f"train.output_dir={out}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_heatmaps_of_the_trained_demo_model_lie_on_the_objects(trained_demo_run, tmp_path):
+    import os
+
+    out = tmp_path / "heatmaps"
+    layers = ["backbone:S4", "encoder:S3", "encoder.encoder.0"]  # the last: the MLLA intra-scale block on S5
+    proc = subprocess.run([sys.executable, "tools/heatmaps.py", str(trained_demo_run), str(trained_demo_run),
+                           "--names", "A", "B", "--layers", *layers, "--methods", "eigencam", "gradcam",
+                           "--num-images", "3", "--output-dir", str(out)],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "heatmaps.json").read_text())
+    a, b = report["runs"]["A"], report["runs"]["B"]
+    assert a["maps"] == b["maps"]  # the same model and images give the same maps
+    # Grad-CAM of the best detections' class scores: higher inside the ground-truth boxes than outside,
+    # and more of the map on the boxes than their share of the image
+    for layer in ("backbone:S4", "encoder:S3"):
+        m = a["maps"][layer]["gradcam"]
+        assert m["mean_ratio"] > 1.5, (layer, m)
+        assert m["energy_in_boxes"] > m["box_area"] + 0.1, (layer, m)
+    for per_query in a["deformable_attention"]:
+        for q in per_query:
+            assert len(q["level_share"]) == 3 and sum(q["level_share"]) == pytest.approx(1.0, abs=1e-5)
+    grid = _check_png(out / "cam_gradcam.png")
+    # 3 image rows, 2 runs x 3 layers = 6 columns of square cells
+    assert 1.6 < grid.shape[1] / grid.shape[0] < 2.2
+    _check_png(out / "cam_eigencam.png")
+    attn = _check_png(out / "deform_attn.png")
+    assert attn.shape[0] > attn.shape[1]  # 2 runs x 3 images rows, 3 levels + all columns
+
+    bad = subprocess.run([sys.executable, "tools/heatmaps.py", str(trained_demo_run), "--layers", "backbone.layers.2",
+                          "--num-images", "1", "--methods", "gradcam", "--output-dir", str(tmp_path / "x")],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert bad.returncode == 2 and "outputs a tuple, not one map" in bad.stderr
+
+
+@pytest.mark.slow
+def test_analyze_results_of_a_run_folder_matches_its_evaluation(trained_demo_run, tmp_path):
+    out = tmp_path / "analysis"
+    proc = subprocess.run([sys.executable, "tools/analyze_results.py", str(trained_demo_run), "--output-dir", str(out),
+                           "--no-tide"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (trained_demo_run / "inference" / "model_final_ema" / "coco_instances_results.json").is_file()
+    analysis = json.loads((out / "analysis.json").read_text())["runs"][trained_demo_run.name]
+    logged = json.loads((trained_demo_run / "eval_results.json").read_text())["results"]["bbox_ema"]
+    for key in ("AP", "AP50", "AP75"):  # the same numbers as the training run's own final evaluation
+        assert analysis["coco"]["overall"][key] == pytest.approx(logged[key], abs=1e-6)
+    assert analysis["class_names"] == ["circle", "rectangle", "triangle", "star", "cross"]
+    for name in ("pr_curves.png", "threshold_curves.png", "confusion_matrix.png", "ap_by_size.png"):
+        _check_png(out / name)
+
+
+def test_deformable_attention_capture_reproduces_the_layer():
+    import torch
+
+    from mlla_rtdetr.modeling.decoder.ms_deform_attn import MSDeformableAttention, deformable_attention_core
+
+    torch.manual_seed(0)
+    attn = MSDeformableAttention(embed_dim=32, num_heads=4, num_levels=2, num_points=[2, 3]).eval()
+    torch.nn.init.normal_(attn.attention_weights.weight, std=0.1)
+    shapes = [(4, 4), (2, 2)]
+    query, value = torch.randn(1, 5, 32), torch.randn(1, 20, 32)
+    ref = torch.rand(1, 5, 1, 4) * 0.5 + 0.25
+    loc, w = attn.sampling_locations_and_weights(query, ref, shapes)
+    assert loc.shape == (1, 5, 4, 5, 2) and w.shape == (1, 5, 4, 5)
+    assert torch.allclose(w.sum(-1), torch.ones(1, 5, 4))
+    v = attn.value_proj(value).reshape(1, 20, 4, 8)
+    again = attn.output_proj(deformable_attention_core(v, shapes, loc, w, [2, 3]))
+    assert torch.equal(again, attn(query, ref, value, shapes))
