@@ -247,29 +247,30 @@ def test_heatmaps_of_the_trained_demo_model_lie_on_the_objects(trained_demo_run,
     out = tmp_path / "heatmaps"
     layers = ["backbone:S4", "encoder:S3", "encoder.encoder.0"]  # the last: the MLLA intra-scale block on S5
     proc = subprocess.run([sys.executable, "tools/heatmaps.py", str(trained_demo_run), str(trained_demo_run),
-                           "--names", "A", "B", "--layers", *layers, "--methods", "eigencam", "gradcam",
-                           "--num-images", "3", "--output-dir", str(out)],
+                           "--names", "A", "B", "--layers", *layers, "--methods", "eigencam", "layercam",
+                           "--num-images", "4", "--output-dir", str(out)],
                           cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "heatmaps.json").read_text())
     a, b = report["runs"]["A"], report["runs"]["B"]
     assert a["maps"] == b["maps"]  # the same model and images give the same maps
-    # Grad-CAM of the best detections' class scores: higher inside the ground-truth boxes than outside,
-    # and more of the map on the boxes than their share of the image
+    # LayerCAM of the best detections' class scores: higher inside the ground-truth boxes than outside,
+    # and more of the map on the boxes than their share of the image (measured on this recipe: in/out
+    # 2.3 on backbone:S4 and 13 on encoder:S3 after 200 iterations, 4.0 and 15 after 600)
     for layer in ("backbone:S4", "encoder:S3"):
-        m = a["maps"][layer]["gradcam"]
+        m = a["maps"][layer]["layercam"]
         assert m["mean_ratio"] > 1.5, (layer, m)
-        assert m["energy_in_boxes"] > m["box_area"] + 0.1, (layer, m)
+        assert m["energy_in_boxes"] > m["box_area"] + 0.05, (layer, m)
     for per_query in a["deformable_attention"]:
         for q in per_query:
             assert len(q["level_share"]) == 3 and sum(q["level_share"]) == pytest.approx(1.0, abs=1e-5)
-    grid = _check_png(out / "cam_gradcam.png")
-    # 3 image rows, 2 runs x 3 layers = 6 columns of square cells
-    assert 1.6 < grid.shape[1] / grid.shape[0] < 2.2
+    grid = _check_png(out / "cam_layercam.png")
+    # 4 image rows, 2 runs x 3 layers = 6 columns of square cells
+    assert 1.3 < grid.shape[1] / grid.shape[0] < 1.7
     _check_png(out / "cam_eigencam.png")
     attn = _check_png(out / "deform_attn.png")
-    assert attn.shape[0] > attn.shape[1]  # 2 runs x 3 images rows, 3 levels + all columns
+    assert attn.shape[0] > 1.5 * attn.shape[1]  # 2 runs x 4 images rows, 3 levels + all columns
 
     bad = subprocess.run([sys.executable, "tools/heatmaps.py", str(trained_demo_run), "--layers", "backbone.layers.2",
                           "--num-images", "1", "--methods", "gradcam", "--output-dir", str(tmp_path / "x")],

@@ -60,9 +60,8 @@ def run_detections(run_dir: str, checkpoint: str, use_ema: bool, device: str) ->
     """(ground-truth json, detections json) of a run's checkpoint on its config's test set; the
     detections are computed (and kept in the run) on first use."""
     from detectron2.config import instantiate
-    from detectron2.data import MetadataCatalog
 
-    from mlla_rtdetr.data import ensure_coco_json
+    from mlla_rtdetr.data.evaluation import ensure_coco_json
     from mlla_rtdetr.engine import build_evaluator, build_model, evaluate_model, load_config
 
     config = os.path.join(run_dir, "config.yaml")
@@ -88,7 +87,6 @@ def run_detections(run_dir: str, checkpoint: str, use_ema: bool, device: str) ->
         model = build_model(cfg, device=device, checkpoint=ckpt, use_ema=use_ema)
         model.eval()
         evaluate_model({"": model}, instantiate(cfg.dataloader.test), lambda: evaluator)
-    MetadataCatalog.get(name)  # registered above
     return gt_json, dt_json
 
 

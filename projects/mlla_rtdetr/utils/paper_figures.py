@@ -42,9 +42,17 @@ def _plt():
 
 
 def _save(fig, path: str) -> str:
+    """Write the figure as a PNG of 256 adaptive colours (a third of the size of a full-colour one,
+    which matters for heatmap grids kept in a repository or a paper's supplement)."""
+    import io
+
+    from PIL import Image
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format="png")
     _plt().close(fig)
+    Image.open(buf).convert("RGB").quantize(256).save(path, format="PNG", optimize=True)
     return path
 
 
@@ -200,11 +208,13 @@ def plot_ap_by_size(runs: Sequence[Run], path: str) -> str:
             (ax_size, SIZES, [a["sizes"]["overall"][s] for s in SIZES]),
             (ax_cls, classes, [a["coco"]["per_class"][c]["AP"] for c in classes]),
         ):
-            vals = [0.0 if v is None or math.isnan(v) else v for v in vals]
+            missing = [v is None or math.isnan(v) for v in vals]
+            vals = [0.0 if m else v for v, m in zip(vals, missing)]
             bars = ax.bar(np.arange(len(keys)) + off, vals, width, color=f"C{r}",
                           label=f"{name} (AP {_fmt(a['coco']['overall']['AP'])})")
-            for b, v in zip(bars, vals):
-                ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
+            for b, v, m in zip(bars, vals, missing):
+                ax.annotate("n/a" if m else f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center",
+                            va="bottom", fontsize=7)
     counts = runs[0][1]["sizes"]["num_gt"]
     ax_size.set_xticks(range(len(SIZES)), [f"{s}\n({counts[s]} boxes)" for s in SIZES], fontsize=8)
     ax_cls.set_xticks(range(len(classes)), classes, rotation=30 if len(classes) > 6 else 0, fontsize=8)
