@@ -170,7 +170,7 @@ def plot_figures(args, results, table, out: Path):
                             "or --analyze (GFLOPs).")
         path = out.parent / f"{out.name}_{args.plot_metric}_vs_{cost}.png"
         written.append(plot_cost_accuracy(points, header, f"{args.plot_metric} (%)", str(path),
-                                          title=f"{args.plot_metric} vs {header.lower()} ({table.title.lower()})"))
+                                          title=f"{args.plot_metric} vs {header} ({table.title.lower()})"))
     groups = group_by_seed(results, args.seed_key)
     for key in args.curves:
         series = [(" ".join(gkey), [metric_series(read_metrics_json(str(r.run_dir / "metrics.json")), key)
