@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 OUT ?= output/demo
 
-.PHONY: venv demo test test-fast clean
+.PHONY: venv demo test test-fast test-portable clean
 
 venv:
 	@bash scripts/bootstrap_venv.sh
@@ -18,6 +18,10 @@ test: venv
 ## Everything but the slow end-to-end tests.
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
+
+## The numerics-sensitive tests under the generic and AVX2 CPU kernels, 1 thread (other machines).
+test-portable: venv
+	bash scripts/test_portable.sh
 
 clean:
 	rm -rf output .pytest_cache

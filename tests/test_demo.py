@@ -143,6 +143,7 @@ def test_draw_gt_and_predictions_colours_and_threshold():
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_run_demo_end_to_end_writes_every_promised_file(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, str(RUN_DEMO), "--output-dir", str(out), "--max-iter", "12", "--num-vis", "2",

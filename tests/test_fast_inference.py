@@ -30,6 +30,9 @@ from mlla_rtdetr.modeling.layers import (
 )
 from mlla_rtdetr.modeling.layers.mlla import elu_plus_one
 from mlla_rtdetr.engine import build_model, load_config
+from parity_utils import TEST_THREADS
+
+pytestmark = pytest.mark.numerics
 
 ACTS = [None, nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardsigmoid()]  # the last one is applied unfused
 
@@ -37,7 +40,7 @@ ACTS = [None, nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardsigmoid()]  # the last one
 @pytest.fixture(autouse=True)
 def _threads():
     old = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(old)
 

@@ -1,6 +1,6 @@
 """MLLA parity against the official implementation's outputs (tests/fixtures/parity, MLLA section).
 
-Binding checks: max |ours - official| <= 1e-4 on the full mlla_tiny maps and the mlla_t_cls
+Binding checks: max |ours - official| <= 3e-5 (the strict level) on the full mlla_tiny maps and the mlla_t_cls
 logits; stored summaries (outputs and intermediate activations) pass ``check_summary``.
 """
 import functools
@@ -11,14 +11,19 @@ from parity_state import check_summary, make_input, max_abs_diff
 
 from mlla_rtdetr.modeling.layers import rope_tables
 from mlla_utils import build_from_constructor, load_case, official_state
+from parity_utils import TEST_THREADS
 
-TOL = 1e-4
+pytestmark = pytest.mark.numerics
+
+# The fixture README's strict level: float32 rounding on AVX-512 / AVX2 / generic kernels moves these
+# maps by < 1e-5, and a LayerNorm eps of 1e-6 instead of 1e-5 by 9e-5, which 1e-4 would let pass.
+TOL = 3e-5
 
 
 @pytest.fixture(autouse=True)
 def _threads():
     old = torch.get_num_threads()
-    torch.set_num_threads(2)  # the fixtures were generated with 2 threads
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(old)
 

@@ -78,27 +78,33 @@ def test_gflops_at_640_equal_published(size):
     assert round(official_gflops(model, report=report), 1) == PUBLISHED[size][2]
 
 
+@pytest.mark.numerics
 def test_deploy_same_outputs_fewer_ops(parity_dir):
-    # Official-fixture weights: their query selection has a safe margin (3.5e-5), so float
-    # rounding changes from the fusion cannot reorder the selected queries.
+    # Official-fixture weights. The fused kernels round differently (and differently on each CPU), so
+    # near-tied queries may swap places: rows are compared aligned by anchor, and a selection may
+    # differ only at anchors within the measured rounding of the boundary (tests/parity_utils.py).
     from mlla_rtdetr.checkpoint.rtdetr_converter import load_official_rtdetr
     from parity_state import load_manifest, make_input, make_state
+    from parity_utils import assert_same_detections, recorded_selection
 
     model = instantiate(_load("models/rtdetr_r18vd.py").model).eval()
     rows = load_manifest(parity_dir / "fixtures" / "rtdetrv2_r18vd.manifest.json")
     load_official_rtdetr(model, make_state(rows, 0))
-    # the reference: NCHW as the official code (channels-last rounding swaps two tied queries here)
-    model.channels_last = False
+    model.channels_last = False  # the reference: NCHW as the official code
     x = make_input((1, 3, 640, 640), 1)
+
+    def run(inject):
+        with torch.no_grad(), recorded_selection(model.decoder, inject) as selection:
+            return model.forward_raw(x), selection
+
+    reference = run(None)
+    before = count_gflops(model)
+    n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     with torch.no_grad():
-        ref = model.forward_raw(x)
-        before = count_gflops(model)
-        n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
         model.deploy()
-        got = model.forward_raw(x)
-        after = count_gflops(model)
-    torch.testing.assert_close(got["pred_logits"], ref["pred_logits"], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(got["pred_boxes"], ref["pred_boxes"], rtol=1e-4, atol=1e-4)
+    after = count_gflops(model)
+    info = assert_same_detections(lambda inject: reference, run, atol=1e-4, k=model.decoder.num_queries)
+    print(f"deploy: {info}")
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == n_conv - 12
     # the folded 1x1 branches: 3 RepVGG blocks of width 128 per CSP layer at 40x40, 80x80, 40x40, 20x20
     assert before - after == pytest.approx(2 * 128 * 128 * 3 * (1600 + 6400 + 1600 + 400) / 1e9, rel=1e-9)

@@ -33,6 +33,7 @@ from detectron2.engine import hooks as d2_hooks
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from parity_state import check_summary, load_manifest, make_input, make_pipeline_image, make_state, max_abs_diff
+from parity_utils import TEST_THREADS, MatchingReplay
 
 from mlla_rtdetr.checkpoint.rtdetr_converter import load_official_rtdetr
 from mlla_rtdetr.config import config_path
@@ -40,7 +41,18 @@ from mlla_rtdetr.data import build_train_loader
 from mlla_rtdetr.engine import EMAHook, ModelEMA, Trainer, TrainingLength, build_lr_multiplier, build_optimizer
 from mlla_rtdetr.modeling.layers import onednn_kernels
 
+pytestmark = pytest.mark.numerics
+
 RECIPE = "rtdetrv2_r18vd_120e_coco.py"
+# float64 (tests/fixtures/parity/float64): the same on every CPU, every step binding
+FLOAT64_REL = 1e-6
+FLOAT64_WEIGHTS = 1e-7
+# float32 against the shared fixture, for the float64 run's matchings: bars from the spread of the
+# reference kernels over AVX-512 / AVX2 / generic CPUs (see the module docstring)
+STEP0_REL = 1e-4
+STEP0_WEIGHTS = 1e-6
+TRAJECTORY_REL = 1e-3
+TRAJECTORY_WEIGHTS = 1e-3
 
 
 def _recipe():
@@ -54,7 +66,7 @@ def _targets_of(model, instances, canvas):
 # ----------------------------------------------------------------------------- data pipeline
 @pytest.fixture(scope="module")
 def pipeline(parity_dir, tmp_path_factory):
-    torch.set_num_threads(2)
+    torch.set_num_threads(TEST_THREADS)
     fixture = torch.load(parity_dir / "fixtures" / "rtdetrv2_r18vd.data_pipeline.pt", weights_only=True)
     root = tmp_path_factory.mktemp("pipeline_images")
     dicts = []
@@ -153,21 +165,35 @@ def _exact_pixel_boxes(model, cxcywh: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def train_run(parity_dir):
-    """The official protocol (fixture README) run by this code base's trainer with the reference
-    kernels (NCHW, PyTorch's linear: the official code's float rounding), recorded per step."""
+def train_run64(parity_dir):
+    """The run in float64 (reference kernels), against the official float64 run
+    (tests/fixtures/parity/float64): the same on every CPU, so all three steps are binding. Its
+    Hungarian matchings are recorded for the float32 runs."""
+    matchings = MatchingReplay()
     with onednn_kernels(False):
-        return _train(parity_dir, channels_last=False)
+        _, _, records = _train(parity_dir, channels_last=False, dtype=torch.float64, matchings=matchings)
+    reference = torch.load(parity_dir / "float64" / "rtdetrv2_r18vd.train_steps.pt", weights_only=True)
+    return reference, records, matchings
 
 
 @pytest.fixture(scope="module")
-def fast_train_run(parity_dir):
+def train_run(parity_dir, train_run64):
+    """The official protocol (fixture README) run by this code base's trainer with the reference
+    kernels (NCHW, PyTorch's linear: the official code's float rounding), recorded per step, for
+    the float64 run's matchings (a random-weight model has near-tied matches that float32 rounding
+    flips differently on each CPU)."""
+    with onednn_kernels(False):
+        return _train(parity_dir, channels_last=False, matchings=train_run64[2])
+
+
+@pytest.fixture(scope="module")
+def fast_train_run(parity_dir, train_run64):
     """The same run with the default CPU kernels (channels-last, oneDNN linear layers)."""
-    return _train(parity_dir, channels_last=None)
+    return _train(parity_dir, channels_last=None, matchings=train_run64[2])
 
 
-def _train(parity_dir, channels_last):
-    torch.set_num_threads(2)
+def _train(parity_dir, channels_last, dtype=torch.float32, matchings=None):
+    torch.set_num_threads(TEST_THREADS)
     fx = torch.load(parity_dir / "fixtures" / "rtdetrv2_r18vd.train_steps.pt", weights_only=True)
     cfg = _recipe()
     cfg.model.pixel_std = [1.0, 1.0, 1.0]  # the fixture feeds make_input() in [0, 1] unnormalized
@@ -175,7 +201,12 @@ def _train(parity_dir, channels_last):
     model = instantiate(cfg.model)
     rows = load_manifest(parity_dir / "fixtures" / "rtdetrv2_r18vd.manifest.json")
     load_official_rtdetr(model, make_state(rows, fx["state_seed"]))
-    model.train()
+    model.to(dtype).train()
+    if dtype == torch.float64:  # the official float64 run got the fixture's targets widened to float64
+        # (the pixel -> normalized conversion is checked bit for bit in float32 below)
+        targets64 = iter([[{"labels": torch.tensor(t["labels"]), "boxes": torch.tensor(t["boxes"], dtype=dtype)}
+                           for t in step["targets"]] for step in fx["steps"]])
+        model.prepare_targets = lambda batched_inputs, canvas_hw: next(targets64)
 
     start, steps = fx["start_iteration"], len(fx["steps"])
     optimizer = build_optimizer(cfg, model)
@@ -221,7 +252,11 @@ def _train(parity_dir, channels_last):
     trainer = Trainer(model, data(), optimizer, amp=False, clip_grad=clip, seed=None)
     # hook order of the engine (EMA, then the lr schedule); Record reads both after they ran
     trainer.register_hooks([EMAHook(ema, model), d2_hooks.LRScheduler(scheduler=schedule), Record()])
-    trainer.train(start, start + steps)
+    # the float64 run records its matchings, the float32 runs replay them
+    with (matchings.recording if dtype == torch.float64 else matchings.replay)(model.criterion.matcher):
+        trainer.train(start, start + steps)
+    if dtype == torch.float64:
+        return fx, optimizer, records
     # the inputs really are the fixture's: exact images and targets
     for step, batch in zip(fx["steps"], batches):
         images, _ = model.preprocess_image(batch)
@@ -249,13 +284,37 @@ def test_recipe_param_groups_are_the_official_ones(train_run):
                for g in optimizer.param_groups for o in fx["param_groups"])
 
 
+def _worst_loss(got, exp):
+    return max(_rel(got["losses"][k], v) for k, v in exp["losses"].items())
+
+
 @pytest.mark.slow
-def test_train_step0_is_bit_identical_to_official(train_run):
+def test_float64_trajectory_equals_official(train_run64):
+    """Every step binding: forward, loss, backward, clip, param groups, warm-up and EMA in float64."""
+    ref, records = train_run64
+    for i, (got, exp) in enumerate(zip(records, ref["steps"])):
+        worst, grad = _worst_loss(got, exp), _rel(got["grad_norm"], exp["grad_norm_before_clip"])
+        print(f"float64 step {i}: worst relative loss diff {worst:.3g}, grad norm {grad:.3g}")
+        assert set(got["losses"]) == set(exp["losses"])
+        assert worst <= FLOAT64_REL and grad <= FLOAT64_REL, (i, worst, grad)
+        assert got["lr_used"] == pytest.approx(exp["lr_used"], rel=1e-12)
+        assert got["ema_updates"] == exp["ema_updates"]
+    last = records[-1]
+    for key, t in ref["final_tensors"].items():
+        assert max_abs_diff(last["state"][key], t) <= FLOAT64_WEIGHTS, key
+    for key, t in ref["final_ema_tensors"].items():
+        assert max_abs_diff(last["ema"][key], t) <= FLOAT64_WEIGHTS, key
+
+
+@pytest.mark.slow
+def test_train_step0_equals_official(train_run):
     fx, _, records = train_run
     got, exp = records[0], fx["steps"][0]
-    worst = max(_rel(got["losses"][k], v) for k, v in exp["losses"].items())
-    assert worst <= 1e-6, {k: (got["losses"][k], v) for k, v in exp["losses"].items()}
-    assert _rel(got["grad_norm"], exp["grad_norm_before_clip"]) <= 1e-6
+    worst = _worst_loss(got, exp)
+    print(f"step 0: worst relative loss diff {worst:.3g}, grad norm "
+          f"{_rel(got['grad_norm'], exp['grad_norm_before_clip']):.3g}")
+    assert worst <= STEP0_REL, {k: (got["losses"][k], v) for k, v in exp["losses"].items()}
+    assert _rel(got["grad_norm"], exp["grad_norm_before_clip"]) <= STEP0_REL
     assert got["lr_used"] == pytest.approx(exp["lr_used"], rel=1e-12)
     assert got["lr_after"] == pytest.approx(exp["lr_after_warmup_step"], rel=1e-12)
     assert got["ema_updates"] == exp["ema_updates"] and got["ema_decay"] == pytest.approx(exp["ema_decay"], rel=1e-12)
@@ -269,45 +328,43 @@ def test_train_step0_is_bit_identical_to_official(train_run):
             failures.append((key, detail))
     assert not failures, failures[:3]
     for key, t in exp["state_tensors"].items():
-        assert max_abs_diff(got["state"][key], t) <= 1e-6, key
+        assert max_abs_diff(got["state"][key], t) <= STEP0_WEIGHTS, key
     for key, t in exp["ema_tensors"].items():
-        assert max_abs_diff(got["ema"][key], t) <= 1e-6, key
+        assert max_abs_diff(got["ema"][key], t) <= STEP0_WEIGHTS, key
 
 
 @pytest.mark.slow
 def test_train_three_step_trajectory(train_run):
     fx, _, records = train_run
     for i, (got, exp) in enumerate(zip(records, fx["steps"])):
-        worst = max(_rel(got["losses"][k], v) for k, v in exp["losses"].items())
+        worst = _worst_loss(got, exp)
         total = sum(got["losses"].values())
         print(f"step {i}: worst relative loss diff {worst:.3g}, grad norm {got['grad_norm']:.6g} "
               f"(official {exp['grad_norm_before_clip']:.6g})")
-        assert worst <= 1e-3, (i, worst)
-        assert _rel(total, exp["total_loss"]) <= 1e-3
-        assert _rel(got["grad_norm"], exp["grad_norm_before_clip"]) <= 1e-3
+        assert worst <= TRAJECTORY_REL, (i, worst)
+        assert _rel(total, exp["total_loss"]) <= TRAJECTORY_REL
+        assert _rel(got["grad_norm"], exp["grad_norm_before_clip"]) <= TRAJECTORY_REL
         assert got["lr_used"] == pytest.approx(exp["lr_used"], rel=1e-12)
         assert got["ema_updates"] == exp["ema_updates"]
         assert got["ema_decay"] == pytest.approx(exp["ema_decay"], rel=1e-12)
     last = records[-1]
     for key, t in fx["final_tensors"].items():
-        assert max_abs_diff(last["state"][key], t) <= 1e-3, key
+        assert max_abs_diff(last["state"][key], t) <= TRAJECTORY_WEIGHTS, key
     for key, t in fx["final_ema_tensors"].items():
-        assert max_abs_diff(last["ema"][key], t) <= 1e-3, key
+        assert max_abs_diff(last["ema"][key], t) <= TRAJECTORY_WEIGHTS, key
 
 
 @pytest.mark.slow
 def test_fast_cpu_kernels_train_like_official(fast_train_run):
     """The default CPU path (channels-last convolutions, oneDNN linear layers) rounds each op
-    differently (~1e-6 relative). On this random-weight fixture that flips near-tied Hungarian
-    matches (step 0: loss_bbox of the last layer 0.4%; a single loss term moves up to ~16% at step
-    1), so the bars are on what training follows: the total loss, the gradient norm and the
-    weights after three steps."""
+    differently (~1e-6 relative); with the float64 run's matchings replayed, nothing else differs,
+    so it is held to the reference kernels' bars."""
     fx, _, records = fast_train_run
     for i, (got, exp) in enumerate(zip(records, fx["steps"])):
-        total = _rel(sum(got["losses"].values()), exp["total_loss"])
+        worst = _worst_loss(got, exp)
         grad = _rel(got["grad_norm"], exp["grad_norm_before_clip"])
-        print(f"step {i}: total loss {total:.3g}, grad norm {grad:.3g}")
-        assert total <= 5e-3 and grad <= 5e-2, (i, total, grad)
+        print(f"step {i}: worst relative loss diff {worst:.3g}, grad norm {grad:.3g}")
+        assert worst <= TRAJECTORY_REL and grad <= TRAJECTORY_REL, (i, worst, grad)
     worst = max(max_abs_diff(records[-1]["state"][k], t) for k, t in fx["final_tensors"].items())
     print(f"final tensors: max abs diff {worst:.3g}")
-    assert worst <= 2e-3
+    assert worst <= TRAJECTORY_WEIGHTS
