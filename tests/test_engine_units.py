@@ -30,7 +30,7 @@ from mlla_rtdetr.engine import (
     lr_schedule,
     prepare_data,
 )
-from mlla_rtdetr.engine import checkpoint as ckpt_mod
+from mlla_rtdetr.engine import checkpointer as ckpt_mod
 from mlla_rtdetr.engine.evaluation import FastCOCOEvaluator
 from mlla_rtdetr.engine.optim import RTDETR_V2_RULES
 from mlla_rtdetr.errors import CheckpointError, PathNotFoundError
@@ -270,7 +270,7 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with torch.no_grad():
         model.head.weight.add_(1.0)
     with pytest.raises(OSError, match="disk full"):

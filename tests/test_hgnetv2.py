@@ -23,7 +23,7 @@ from mlla_rtdetr.checkpoint.rtdetr_converter import (
     load_official_backbone,
 )
 from mlla_rtdetr.engine import load_config
-from mlla_rtdetr.engine.checkpoint import load_init_checkpoint
+from mlla_rtdetr.engine.init_checkpoint import load_init_checkpoint
 from mlla_rtdetr.errors import ConfigError
 from mlla_rtdetr.modeling import HGNetv2
 from parity_state import load_manifest, make_state

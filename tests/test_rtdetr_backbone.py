@@ -139,7 +139,7 @@ def test_official_imagenet_weights_loader(tmp_path, parity_dir):
     from detectron2.config import instantiate
 
     from mlla_rtdetr.engine import load_config
-    from mlla_rtdetr.engine.checkpoint import load_init_checkpoint
+    from mlla_rtdetr.engine.init_checkpoint import load_init_checkpoint
 
     detector = instantiate(load_config("models/rtdetr_r18vd.py").model)
     decoder_before = {k: v.clone() for k, v in detector.decoder.state_dict().items()}

@@ -127,10 +127,11 @@ def test_objects365_recipes_fine_tune_the_official_checkpoint(name):
 
 
 def test_objects365_recipe_starts_from_an_official_v1_checkpoint(tmp_path, parity_dir, monkeypatch):
-    """The URL is fetched through detectron2's PathManager, recognised as an official v1
+    """The URL is downloaded once into the cache, recognised as an official v1
     checkpoint (EMA weights preferred) and converted into the recipe's model."""
-    from detectron2.utils.file_io import PathManager
     from parity_state import load_manifest, make_state
+
+    from mlla_rtdetr.checkpoint import sources
 
     from mlla_rtdetr.engine import ModelEMA, load_init_checkpoint
 
@@ -138,7 +139,8 @@ def test_objects365_recipe_starts_from_an_official_v1_checkpoint(tmp_path, parit
     local = tmp_path / "rtdetr_r18vd_5x_coco_objects365_from_paddle.pth"
     torch.save({"ema": {"module": state, "updates": 0}}, local)
     fetched = []
-    monkeypatch.setattr(PathManager, "get_local_path", lambda url, **kw: fetched.append(url) or str(local))
+    monkeypatch.setenv("MLLA_RTDETR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "urlopen", lambda url, **kw: fetched.append(url) or open(local, "rb"))
 
     cfg = load_recipe("rtdetr_r18vd_6x_coco_from_objects365.py")
     model = instantiate(cfg.model)

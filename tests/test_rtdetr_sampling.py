@@ -185,11 +185,12 @@ def test_dsp_recipes_fine_tune_the_official_checkpoint(name):
 
 
 def test_dsp_recipe_starts_from_an_official_checkpoint(tmp_path, parity_dir, monkeypatch):
-    """``train.init_checkpoint`` (a URL in the recipe) is fetched through detectron2's PathManager,
+    """``train.init_checkpoint`` (a URL in the recipe) is downloaded once into the cache,
     recognised as an official v2 checkpoint (EMA weights preferred, as official tuning) and
     converted into the discrete-sampling model."""
-    from detectron2.utils.file_io import PathManager
     from parity_state import load_manifest, make_state
+
+    from mlla_rtdetr.checkpoint import sources
 
     from mlla_rtdetr.engine import ModelEMA, load_init_checkpoint
 
@@ -198,7 +199,8 @@ def test_dsp_recipe_starts_from_an_official_checkpoint(tmp_path, parity_dir, mon
     local = tmp_path / "rtdetrv2_r18vd_120e_coco.pth"
     torch.save({"model": raw, "ema": {"module": state, "updates": 1000}}, local)  # official layout
     fetched = []
-    monkeypatch.setattr(PathManager, "get_local_path", lambda url, **kw: fetched.append(url) or str(local))
+    monkeypatch.setenv("MLLA_RTDETR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "urlopen", lambda url, **kw: fetched.append(url) or open(local, "rb"))
 
     cfg = load_recipe("rtdetrv2_r18vd_dsp_3x_coco.py")
     model = instantiate(cfg.model)
@@ -211,20 +213,21 @@ def test_dsp_recipe_starts_from_an_official_checkpoint(tmp_path, parity_dir, mon
     assert model.decoder.decoder.layers[0].cross_attn.method == "discrete"
 
 
-def test_unreachable_checkpoint_url_is_a_clear_error(monkeypatch):
-    from detectron2.utils.file_io import PathManager
-
-    from mlla_rtdetr.engine import InitCheckpointError, load_init_checkpoint
+def test_unreachable_checkpoint_url_is_a_clear_error(tmp_path, monkeypatch):
+    from mlla_rtdetr.checkpoint import sources
+    from mlla_rtdetr.engine import load_init_checkpoint
+    from mlla_rtdetr.errors import CheckpointError
 
     def offline(url, **kw):
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(PathManager, "get_local_path", offline)
+    monkeypatch.setenv("MLLA_RTDETR_CACHE", str(tmp_path))
+    monkeypatch.setattr(sources, "urlopen", offline)
     cfg = load_recipe("rtdetrv2_r18vd_dsp_3x_coco.py")
-    with pytest.raises(InitCheckpointError) as e:
+    with pytest.raises(CheckpointError) as e:
         load_init_checkpoint(torch.nn.Linear(1, 1), cfg.train.init_checkpoint)
     assert "Network is unreachable" in str(e.value)
-    assert "train.init_checkpoint=/path/to/rtdetrv2_r18vd_120e_coco.pth" in str(e.value)
+    assert f"put it at\n  {tmp_path / 'checkpoints' / 'rtdetrv2_r18vd_120e_coco.pth'}\n" in str(e.value)
 
 
 # ----------------------------------------------------------------------------- end to end

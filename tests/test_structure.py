@@ -2,7 +2,8 @@
 
 Layers, lowest first: ``errors`` -> ``config``, ``model_zoo`` (the official rows' metadata),
 ``modeling.layers`` -> ``modeling`` -> ``data``,
-``checkpoint`` -> ``engine`` -> ``launch``, ``sweep``, ``utils`` (tools support) -> ``tools/``.
+``checkpoint`` (checkpoint files and formats; the training checkpointer is ``engine.checkpointer``)
+-> ``engine`` -> ``launch``, ``sweep``, ``utils`` (tools support) -> ``tools/``.
 A module imports from lower layers and from its own package only; the top layer's packages may
 use each other.
 """
@@ -107,8 +108,8 @@ BLOCKED_IMPORT = textwrap.dedent('''
     ("modeling.layers", ["errors", "modeling.layers"]),
     ("modeling", ["errors", "modeling"]),
     ("data", ["errors", "config", "modeling", "data"]),
-    ("checkpoint", ["errors", "config", "modeling", "checkpoint"]),
-    ("engine", ["errors", "config", "modeling", "data", "checkpoint", "engine"]),
+    ("checkpoint", ["errors", "config", "model_zoo", "modeling", "checkpoint"]),
+    ("engine", ["errors", "config", "model_zoo", "modeling", "data", "checkpoint", "engine"]),
 ])
 def test_package_imports_with_higher_layers_blocked(target, allowed):
     proc = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT, f"mlla_rtdetr.{target}", ",".join(allowed)],

@@ -150,7 +150,7 @@ def test_nan_loss_stops_run_naming_iteration_and_terms(recipe, tmp_path):
 
 SAVE_LOOP = textwrap.dedent('''
     import os, sys, torch
-    from mlla_rtdetr.engine.checkpoint import Checkpointer
+    from mlla_rtdetr.engine.checkpointer import Checkpointer
     os.makedirs(sys.argv[1], exist_ok=True)
     model = torch.nn.Linear(2048, 2048)  # 16 MB per checkpoint
     ck = Checkpointer(model, sys.argv[1])

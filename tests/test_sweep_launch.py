@@ -102,7 +102,7 @@ FAKE_TRAIN_NET = textwrap.dedent('''
     import torch
     from detectron2.engine import TrainerBase
     from mlla_rtdetr.engine import default_argument_parser
-    from mlla_rtdetr.engine.checkpoint import Checkpointer
+    from mlla_rtdetr.engine.checkpointer import Checkpointer
     from mlla_rtdetr.engine.preemption import PreemptionHook
 
     MAX_ITER = 30
@@ -149,7 +149,7 @@ def restore_signals():
 def test_preemption_hook_saves_iteration_and_exits(tmp_path, restore_signals):
     from detectron2.engine import TrainerBase
 
-    from mlla_rtdetr.engine.checkpoint import Checkpointer
+    from mlla_rtdetr.engine.checkpointer import Checkpointer
     from mlla_rtdetr.engine.preemption import PREEMPTED_EXIT_CODE, PreemptionHook
 
     model = torch.nn.Linear(2, 2, bias=False)

@@ -35,7 +35,7 @@ from mlla_rtdetr.checkpoint.mlla_converter import (
     extract_mlla_state_dict,
     infer_mlla_variant,
 )
-from mlla_rtdetr.checkpoint.rtdetr_converter import read_checkpoint
+from mlla_rtdetr.checkpoint.io import read_checkpoint_file
 from mlla_rtdetr.errors import run_main
 from mlla_rtdetr.modeling.backbone.mlla import MLLA_VARIANTS, build_mlla_backbone, build_mlla_classifier
 
@@ -76,8 +76,8 @@ def convert_hybrid(args) -> int:
         return 2
     try:
         backbone = instantiate(load_config(args.config).model.backbone)
-        resnet = read_checkpoint(args.resnet_vd, weights_only=not args.unsafe_load) if args.resnet_vd else None
-        mlla = read_checkpoint(args.input, weights_only=not args.unsafe_load)
+        resnet = read_checkpoint_file(args.resnet_vd, weights_only=not args.unsafe_load) if args.resnet_vd else None
+        mlla = read_checkpoint_file(args.input, weights_only=not args.unsafe_load)
         state, report = hybrid_imagenet_init(backbone, resnet_vd=resnet, mlla=mlla,
                                              prefix="backbone." if args.prefix is None else args.prefix)
     except (CheckpointConversionError, FileNotFoundError) as e:
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     if args.target == "hybrid":
         return convert_hybrid(args)
     try:
-        ckpt = read_checkpoint(args.input, weights_only=not args.unsafe_load)
+        ckpt = read_checkpoint_file(args.input, weights_only=not args.unsafe_load)
         state, _ = extract_mlla_state_dict(ckpt, use_ema=args.ema)
         plain = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in state.items()}
         variant = args.variant or infer_mlla_variant(plain)

@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from mlla_rtdetr.checkpoint.rtdetr_converter import convert_official_backbone, convert_official_rtdetr, read_checkpoint
+    from mlla_rtdetr.checkpoint.io import read_checkpoint_file
+    from mlla_rtdetr.checkpoint.rtdetr_converter import convert_official_backbone, convert_official_rtdetr
     from mlla_rtdetr.errors import UserError
 
     target = None
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
         model = build_model(load_config(args.config), checkpoint="")
         target = model if args.kind == "rtdetr" else model.backbone
     try:
-        ckpt = read_checkpoint(args.input, weights_only=not args.unsafe_load)
+        ckpt = read_checkpoint_file(args.input, weights_only=not args.unsafe_load)
         if args.kind == "rtdetr":
             state, report = convert_official_rtdetr(ckpt, version=args.version, target=target)
         else:

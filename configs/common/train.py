@@ -28,9 +28,18 @@ always produced when training completes.
 train = dict(
     # Where checkpoints, config.yaml, metrics.json, TensorBoard events and logs go.
     output_dir="./output/default",
-    # Weights loaded before training (ignored by --resume when the output dir has a checkpoint).
-    # An official RT-DETR / MLLA checkpoint is detected by its keys and converted.
+    # Weights loaded before training (ignored by --resume when the output dir has a checkpoint):
+    # a file, a URL or an official checkpoint's name (a model-zoo row such as
+    # "rtdetrv2_r18vd_120e_coco", an ImageNet backbone such as "mlla_t_in1k"), downloaded once into
+    # $MLLA_RTDETR_CACHE/checkpoints. Official RT-DETR / MLLA files are detected by their keys and
+    # converted. A checkpoint trained on other classes is fine-tuned: its class-dependent tensors
+    # start fresh, with the rows of the classes the dataset shares with it (by name) carried over.
     init_checkpoint="",
+    # True: refuse a checkpoint whose class-dependent tensors differ from the model's (no fine-tune).
+    init_strict=False,
+    # Dataset class -> checkpoint class whose rows it starts from (null: a new class), over the
+    # name / synonym matching, e.g. {"tree": "potted plant", "blob": null}.
+    init_class_map={},
     # Training length: max_iter (iterations) wins over epochs when both are set.
     max_iter=None,
     epochs=72,

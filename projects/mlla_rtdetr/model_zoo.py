@@ -12,9 +12,10 @@ convolution and matrix-product multiply-adds x 2 of the official PyTorch model a
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-__all__ = ["ZooEntry", "MODEL_ZOO", "IMAGENET_WEIGHTS", "entries_for_weights", "zoo_entry", "download_url"]
+__all__ = ["ZooEntry", "MODEL_ZOO", "IMAGENET_WEIGHTS", "MLLA_IMAGENET_WEIGHTS", "entries_for_weights", "zoo_entry",
+           "download_url", "imagenet_url"]
 
 #: Backbone -> the ImageNet file its official recipes start from (official ``presnet.py`` /
 #: ``hgnetv2.py``; R50-m uses the R50 file). Our recipes take it as ``train.init_checkpoint``.
@@ -26,6 +27,14 @@ IMAGENET_WEIGHTS: Dict[str, str] = {
     "HGNetv2-L": "PPHGNetV2_L_ssld_pretrained_from_paddle.pth",
     "HGNetv2-X": "PPHGNetV2_X_ssld_pretrained_from_paddle.pth",
     "HGNetv2-H": "PPHGNetV2_H_ssld_pretrained_from_paddle.pth",
+}
+
+#: MLLA variant -> (file name, URL) of the official ImageNet-1k checkpoints (LeapLabTHU/MLLA README,
+#: "Pretrained Models"; hosted on Tsinghua Cloud). The MLLA recipes start their backbone from these.
+MLLA_IMAGENET_WEIGHTS: Dict[str, Tuple[str, str]] = {
+    "MLLA-T": ("MLLA_T.pth", "https://cloud.tsinghua.edu.cn/f/7a19712877cb4242889c/?dl=1"),
+    "MLLA-S": ("MLLA_S.pth", "https://cloud.tsinghua.edu.cn/f/0e5d0b1409d540aaa80c/?dl=1"),
+    "MLLA-B": ("MLLA_B.pth", "https://cloud.tsinghua.edu.cn/f/91c85c5a1061496d8796/?dl=1"),
 }
 
 
@@ -155,3 +164,8 @@ def download_url(entry: ZooEntry) -> str:
     ``v0.2``, every other file under ``v0.1``)."""
     version = "v0.2" if entry.weights == "rtdetrv2_r18vd_120e_coco_rerun_48.1.pth" else "v0.1"
     return f"{_URL}/{version}/{entry.weights}"
+
+
+def imagenet_url(weights: str) -> str:
+    """Where an official ImageNet backbone file of :data:`IMAGENET_WEIGHTS` is published."""
+    return f"{_URL}/v0.1/{weights}"

@@ -37,7 +37,9 @@ import torch
 from torch import nn
 
 from ..modeling.backbone.mlla import MLLA_VARIANTS, MLLABackbone, MLLAClassifier
-from .rtdetr_converter import CheckpointConversionError, read_checkpoint
+from .io import read_checkpoint_file
+from .report import format_shape, key_table
+from .state_dict import CheckpointConversionError, extract_state_dict
 
 __all__ = [
     "CheckpointConversionError",
@@ -92,21 +94,10 @@ class MLLAConversionReport:
 
     def table(self, max_rows: int = 40) -> str:
         """Fixed-width table of the problems (at most ``max_rows`` rows, then a count)."""
-        rows = [("missing in checkpoint", k, "-", _fmt(s)) for k, s in self.missing]
-        rows += [("unexpected in checkpoint", k, _fmt(s), "-") for k, s in self.unexpected]
-        rows += [("shape mismatch", k, _fmt(a), _fmt(b)) for k, a, b in self.shape_mismatch]
-        if not rows:
-            return ""
-        more = len(rows) - max_rows
-        rows = rows[:max_rows]
-        header = ("problem", "key", "checkpoint", "model")
-        widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-        line = "  ".join("{:<%d}" % w for w in widths)
-        out = [line.format(*header), line.format(*("-" * w for w in widths))]
-        out += [line.format(*r) for r in rows]
-        if more > 0:
-            out.append(f"... and {more} more")
-        return "\n".join(out)
+        rows = [("missing in checkpoint", k, "-", format_shape(s)) for k, s in self.missing]
+        rows += [("unexpected in checkpoint", k, format_shape(s), "-") for k, s in self.unexpected]
+        rows += [("shape mismatch", k, format_shape(a), format_shape(b)) for k, a, b in self.shape_mismatch]
+        return key_table(("problem", "key", "checkpoint", "model"), rows, max_rows=max_rows)
 
     def __str__(self) -> str:
         parts = [f"MLLA checkpoint conversion: official {self.kind} state dict from '{self.source}' "
@@ -122,41 +113,20 @@ class MLLAConversionReport:
         return "\n".join(parts)
 
 
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
-
-
 def extract_mlla_state_dict(checkpoint: Mapping, use_ema: bool = False) -> Tuple["OrderedDict[str, torch.Tensor]", str]:
-    """Find the state dict in an official checkpoint. Returns (state_dict, where_found).
+    """The state dict of an official MLLA checkpoint (see :mod:`mlla_rtdetr.checkpoint.state_dict`).
+    Returns (state_dict, where_found).
 
     ``use_ema=True`` takes ``state_dict_ema`` (error if absent); otherwise ``model``, then
     ``state_dict`` (mmdetection), then ``state_dict_ema`` when it is the only one, then the
     mapping itself. A DistributedDataParallel ``module.`` prefix is removed.
     """
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointConversionError(f"Expected a checkpoint dict, got {type(checkpoint).__name__}.")
     if use_ema:
-        if not isinstance(checkpoint.get("state_dict_ema"), Mapping):
-            raise CheckpointConversionError(
-                "use_ema=True but the checkpoint has no 'state_dict_ema' (top-level keys: "
-                f"{sorted(checkpoint)[:10]}). Drop --ema to use the 'model' weights."
-            )
-        where = "state_dict_ema"
-    else:
-        where = next((k for k in ("model", "state_dict", "state_dict_ema")
-                      if isinstance(checkpoint.get(k), Mapping)), "raw")
-    state = checkpoint if where == "raw" else checkpoint[where]
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointConversionError(
-            f"The state dict found under '{where}' has non-tensor entries {bad[:5]}; expected an MLLA "
-            "checkpoint stored raw or under 'model', 'state_dict_ema' or 'state_dict'."
-        )
-    state = OrderedDict(state)
-    if state and all(k.startswith("module.") for k in state):
-        state = OrderedDict((k[len("module."):], v) for k, v in state.items())
-        where += " ('module.' prefix removed)"
-    return state, where
+        try:
+            return extract_state_dict(checkpoint, ("state_dict_ema",), raw=False)
+        except CheckpointConversionError as e:
+            raise CheckpointConversionError(f"use_ema=True: {e} Drop --ema to use the 'model' weights.") from e
+    return extract_state_dict(checkpoint, ("model", "state_dict", "state_dict_ema"))
 
 
 def detect_mlla_format(state: Mapping[str, torch.Tensor]) -> str:
@@ -344,7 +314,7 @@ def load_official_mlla(model: nn.Module, path_or_checkpoint, use_ema: bool = Fal
     """Convert an official MLLA checkpoint (path or loaded dict), check it against ``model`` and
     load it with ``strict=True``. ``model``: :class:`MLLABackbone`, :class:`MLLAClassifier`, or a
     detector with an MLLA ``backbone`` (only the backbone is loaded; the rest keeps its values)."""
-    ckpt = (read_checkpoint(path_or_checkpoint, weights_only=weights_only)
+    ckpt = (read_checkpoint_file(path_or_checkpoint, weights_only=weights_only)
             if isinstance(path_or_checkpoint, (str, Path)) else path_or_checkpoint)
     target = _mlla_module(model)
     state, report = convert_official_mlla(ckpt, model=target, use_ema=use_ema)

@@ -57,7 +57,9 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from .io import read_checkpoint_file
+from .report import format_shape, key_table
+from .state_dict import CheckpointConversionError, extract_state_dict as _extract
 
 __all__ = [
     "CheckpointConversionError",
@@ -76,7 +78,8 @@ __all__ = [
     "load_official_rtdetr",
     "load_official_resnet_vd",
     "load_official_backbone",
-    "read_checkpoint",
+    "rename_official_rtdetr",
+    "check_against_target",
 ]
 
 # Buffers computed by the model from its construction arguments (never loaded).
@@ -135,10 +138,6 @@ def hgnetv2_key_to_official(key: str) -> str:
     return _apply(_HGNETV2_TO_OFFICIAL, key)
 
 
-class CheckpointConversionError(CheckpointError):
-    """Raised when a checkpoint cannot be mapped exactly; the message contains a key table."""
-
-
 @dataclass
 class ConversionReport:
     """What a conversion did. ``str(report)`` gives a readable summary and table."""
@@ -162,18 +161,11 @@ class ConversionReport:
 
     def table(self) -> str:
         """Fixed-width table of every problem (empty string when there is none)."""
-        rows = [("missing in checkpoint", k, "-", _fmt(s)) for k, s in self.missing]
-        rows += [("unexpected in checkpoint", k, _fmt(s), "-") for k, s in self.unexpected]
-        rows += [("shape mismatch", k, _fmt(a), _fmt(b)) for k, a, b in self.shape_mismatch]
+        rows = [("missing in checkpoint", k, "-", format_shape(s)) for k, s in self.missing]
+        rows += [("unexpected in checkpoint", k, format_shape(s), "-") for k, s in self.unexpected]
+        rows += [("shape mismatch", k, format_shape(a), format_shape(b)) for k, a, b in self.shape_mismatch]
         rows += [("used more than once", k, ", ".join(srcs), "-") for k, srcs in self.duplicates]
-        if not rows:
-            return ""
-        header = ("problem", "key (ours)", "checkpoint", "model")
-        widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-        line = "  ".join("{:<%d}" % w for w in widths)
-        out = [line.format(*header), line.format(*("-" * w for w in widths))]
-        out += [line.format(*r) for r in rows]
-        return "\n".join(out)
+        return key_table(("problem", "key (ours)", "checkpoint", "model"), rows)
 
     def __str__(self) -> str:
         parts = [
@@ -187,37 +179,14 @@ class ConversionReport:
         return "\n".join(parts)
 
 
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
-
-
 def _is_derived(key: str) -> bool:
     return any(key.endswith(s) for s in DERIVED_SUFFIXES)
 
 
 def extract_state_dict(checkpoint: Mapping) -> Tuple["OrderedDict[str, torch.Tensor]", str]:
-    """Find the state dict in an official checkpoint: ``ema.module`` (preferred), ``model``, or the
-    mapping itself. Returns (state_dict, where_found)."""
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointConversionError(f"Expected a checkpoint dict, got {type(checkpoint).__name__}.")
-    ema = checkpoint.get("ema")
-    if isinstance(ema, Mapping) and isinstance(ema.get("module"), Mapping):
-        state, where = ema["module"], "ema.module"
-    elif isinstance(checkpoint.get("model"), Mapping):
-        state, where = checkpoint["model"], "model"
-    else:
-        state, where = checkpoint, "raw"
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointConversionError(
-            f"The state dict found under '{where}' has non-tensor entries {bad[:5]}; expected a checkpoint "
-            "stored raw, under 'model', or under 'ema' -> 'module'."
-        )
-    state = OrderedDict(state)
-    if state and all(k.startswith("module.") for k in state):
-        state = OrderedDict((k[len("module."):], v) for k, v in state.items())
-        where += " (DistributedDataParallel 'module.' prefix removed)"
-    return state, where
+    """The state dict of an official RT-DETR checkpoint: ``ema.module`` (preferred), ``model``, or
+    the mapping itself (see :mod:`mlla_rtdetr.checkpoint.state_dict`). Returns (state_dict, where_found)."""
+    return _extract(checkpoint, ("ema.module", "model"))
 
 
 def detect_rtdetr_version(state: Mapping[str, torch.Tensor]) -> str:
@@ -300,25 +269,12 @@ def _raise_if_bad(report: ConversionReport, what: str) -> None:
         )
 
 
-def convert_official_rtdetr(
-    state_dict_or_checkpoint: Mapping,
-    version: str = "auto",
-    target: Union[None, nn.Module, Mapping[str, torch.Tensor]] = None,
-) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
-    """Map an official RT-DETR v1/v2 checkpoint onto this code base's key names.
-
-    Args:
-        state_dict_or_checkpoint: a state dict, or a checkpoint with it under ``model`` or
-            ``ema`` -> ``module`` (EMA preferred when both exist; ``report.source`` says which).
-        version: "v1", "v2" or "auto" (detected from key names).
-        target: optional model (or its state dict). When given, the result has exactly its keys:
-            model-computed buffers are taken from it, and any missing / unexpected /
-            shape-mismatched key raises :class:`CheckpointConversionError` with a table.
-
-    Returns: (state dict with our key names, :class:`ConversionReport`). Without a target the
-    derived v2 buffers are left out (load with ``strict=False`` or use :func:`load_official_rtdetr`).
-    """
-    state, where = extract_state_dict(state_dict_or_checkpoint)
+def rename_official_rtdetr(state: Mapping[str, torch.Tensor], version: str = "auto",
+                           report: Optional[ConversionReport] = None
+                           ) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
+    """The pure key mapping: an official v1/v2 state dict -> our key names (derived v2 buffers
+    dropped, HGNetv2 keys respelled). Stray and duplicated keys are recorded in the report; nothing
+    is checked against a model (:func:`check_against_target` does that)."""
     detected = detect_rtdetr_version(state)
     if version not in ("auto", "v1", "v2"):
         raise ValueError(f"version must be 'auto', 'v1' or 'v2', got '{version}'.")
@@ -326,13 +282,9 @@ def convert_official_rtdetr(
         raise CheckpointConversionError(
             f"version='{version}' was requested but the keys are those of an official {detected} checkpoint."
         )
-    report = ConversionReport(source=where, version=detected, num_tensors=len(state))
-    if where.startswith("ema"):
-        report.notes.append("using the EMA weights (ema.module)")
-
-    stray = [(k, tuple(v.shape)) for k, v in state.items() if not k.startswith(_TOP_LEVEL)]
-    report.unexpected.extend(stray)
-
+    report = report or ConversionReport()
+    report.version, report.num_tensors = detected, len(state)
+    report.unexpected.extend((k, tuple(v.shape)) for k, v in state.items() if not k.startswith(_TOP_LEVEL))
     hgnetv2 = any(k.startswith("backbone." + _BACKBONE_MARKERS["hgnetv2"]) for k in state)
     if hgnetv2:
         report.notes.append("HGNetv2 backbone: official keys respelled as timm's hgnetv2")
@@ -352,11 +304,45 @@ def convert_official_rtdetr(
         sources.setdefault(new, []).append(k)
         out[new] = v
     report.duplicates = [(k, srcs) for k, srcs in sources.items() if len(srcs) > 1]
+    return out, report
 
-    tgt = _target_state(target)
-    if tgt is not None:
-        out = _check_against_target(out, tgt, report)
-    _raise_if_bad(report, f"Official RT-DETR {detected} checkpoint")
+
+def check_against_target(state: Mapping[str, torch.Tensor], target: Union[nn.Module, Mapping[str, torch.Tensor]],
+                         report: ConversionReport, what: str = "Official RT-DETR checkpoint"
+                         ) -> "OrderedDict[str, torch.Tensor]":
+    """``state`` with exactly the target's keys (model-computed buffers taken from the target), or
+    :class:`CheckpointConversionError` with a table of every missing / unexpected / mismatched key."""
+    out = _check_against_target(state, _target_state(target), report)
+    _raise_if_bad(report, what)
+    return out
+
+
+def convert_official_rtdetr(
+    state_dict_or_checkpoint: Mapping,
+    version: str = "auto",
+    target: Union[None, nn.Module, Mapping[str, torch.Tensor]] = None,
+) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
+    """Map an official RT-DETR v1/v2 checkpoint onto this code base's key names.
+
+    Args:
+        state_dict_or_checkpoint: a state dict, or a checkpoint with it under ``model`` or
+            ``ema`` -> ``module`` (EMA preferred when both exist; ``report.source`` says which).
+        version: "v1", "v2" or "auto" (detected from key names).
+        target: optional model (or its state dict). When given, the result has exactly its keys:
+            model-computed buffers are taken from it, and any missing / unexpected /
+            shape-mismatched key raises :class:`CheckpointConversionError` with a table.
+
+    Returns: (state dict with our key names, :class:`ConversionReport`). Without a target the
+    derived v2 buffers are left out (load with ``strict=False`` or use :func:`load_official_rtdetr`).
+    """
+    state, where = extract_state_dict(state_dict_or_checkpoint)
+    report = ConversionReport(source=where)
+    if where.startswith("ema"):
+        report.notes.append("using the EMA weights (ema.module)")
+    out, report = rename_official_rtdetr(state, version, report)
+    if target is not None:
+        return check_against_target(out, target, report, f"Official RT-DETR {report.version} checkpoint"), report
+    _raise_if_bad(report, f"Official RT-DETR {report.version} checkpoint")
     return out, report
 
 
@@ -462,26 +448,10 @@ def export_official_rtdetr(state: Mapping[str, torch.Tensor], version: str = "v2
     return out
 
 
-def read_checkpoint(path: Union[str, Path], weights_only: bool = True):
-    """torch.load on CPU; by default only tensors / containers / numbers are unpickled."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint '{path}' does not exist.")
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=weights_only)
-    except Exception as e:  # pickle errors have many types; re-raise with the way out
-        if weights_only:
-            raise CheckpointConversionError(
-                f"Could not read '{path}' with torch.load(weights_only=True): {e}\n"
-                "If you trust this file, retry with weights_only=False (CLI: --unsafe-load)."
-            ) from e
-        raise
-
-
 def is_official_rtdetr_checkpoint(checkpoint_or_path) -> bool:
     """True for official RT-DETR checkpoints (raw, ``model`` or ``ema.module``), i.e. files that are
     not detectron2 training checkpoints of this code base but hold RT-DETR detector keys."""
-    ckpt = read_checkpoint(checkpoint_or_path) if isinstance(checkpoint_or_path, (str, Path)) else checkpoint_or_path
+    ckpt = read_checkpoint_file(checkpoint_or_path) if isinstance(checkpoint_or_path, (str, Path)) else checkpoint_or_path
     if not isinstance(ckpt, Mapping):
         return False
     if "iteration" in ckpt or "trainer" in ckpt:  # written by our detectron2 checkpointer
@@ -503,7 +473,7 @@ def load_official_rtdetr(
     ``model`` may be the whole detector (keys ``backbone.``, ``encoder.``, ``decoder.``).
     """
     ckpt = (
-        read_checkpoint(path_or_checkpoint, weights_only=weights_only)
+        read_checkpoint_file(path_or_checkpoint, weights_only=weights_only)
         if isinstance(path_or_checkpoint, (str, Path))
         else path_or_checkpoint
     )
@@ -524,7 +494,7 @@ def load_official_backbone(model: nn.Module, path_or_checkpoint, kind: str = "au
     :func:`convert_official_backbone`) into ``model``: a backbone, or a detector whose
     ``backbone`` receives them (strict and checked; the encoder and decoder keep their values)."""
     ckpt = (
-        read_checkpoint(path_or_checkpoint, weights_only=weights_only)
+        read_checkpoint_file(path_or_checkpoint, weights_only=weights_only)
         if isinstance(path_or_checkpoint, (str, Path))
         else path_or_checkpoint
     )

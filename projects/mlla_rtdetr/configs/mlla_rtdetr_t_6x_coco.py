@@ -5,8 +5,9 @@ lr 1e-4 / wd 1e-4, 2000-iter warm-up then constant, EMA 0.9999, grad clip 0.1, A
 and multi-scale stop at epoch 71) with RT-DETR's default parameter groups: backbone lr x0.1,
 no weight decay on norms and biases. Backbone drop path as in the official MLLA detection configs.
 
-Pretrained backbone: pass the official ImageNet checkpoint directly (it is detected and converted,
-RoPE tables and the classification head are ignored) or convert it once::
+Pretrained backbone: name the official ImageNet MLLA-T checkpoint, ``train.init_checkpoint=mlla_t_in1k``
+(downloaded once into ``$MLLA_RTDETR_CACHE/checkpoints/MLLA_T.pth``, detected and converted: RoPE
+tables and the classification head are ignored), pass the file, or convert it once::
 
     python tools/convert_mlla_checkpoint.py --input MLLA_T.pth --output weights/mlla_t_in1k_backbone.pth
     python tools/train_net.py --config-file projects/mlla_rtdetr/configs/mlla_rtdetr_t_6x_coco.py \\

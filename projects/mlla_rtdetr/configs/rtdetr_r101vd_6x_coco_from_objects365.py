@@ -8,7 +8,7 @@ also the usual start for another 80-class COCO-format dataset (the overrides of
 ``configs/common/data/coco_detection.py``). To evaluate the published row itself, run the eval
 command of the model zoo with this recipe and ``--eval-only``.
 
-``train.init_checkpoint`` is the official URL: detectron2 downloads it once into its cache, the file
+``train.init_checkpoint`` is the official URL: downloaded once into ``$MLLA_RTDETR_CACHE/checkpoints``, the file
 is recognised as an official checkpoint and converted (EMA weights preferred). Offline: download it
 and pass ``train.init_checkpoint=/path/to/rtdetr_r101vd_2x_coco_objects365_from_paddle.pth``.
 """

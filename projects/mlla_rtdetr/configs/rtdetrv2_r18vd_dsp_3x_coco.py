@@ -7,7 +7,7 @@ TensorRT < 8.5); the sampling offsets are frozen. As the official recipe, it fin
 grid-sampling model ``rtdetrv2_r18vd_120e_coco.pth`` for 36 epochs; strong augmentation stops at
 epoch 33 (no multi-scale, as in the base recipe).
 
-``train.init_checkpoint`` is the official URL: detectron2 downloads it once into its cache, the file
+``train.init_checkpoint`` is the official URL: downloaded once into ``$MLLA_RTDETR_CACHE/checkpoints``, the file
 is recognised as an official checkpoint and converted (EMA weights preferred). Offline: download it
 and pass ``train.init_checkpoint=/path/to/rtdetrv2_r18vd_120e_coco.pth``.
 """

@@ -1,14 +1,9 @@
 """Training engine: config loading and validated overrides, process setup, builders, the trainer
 (CPU/CUDA, AMP, clipping), EMA, checkpoints, optimizer param groups, lr schedules, evaluation,
 preemption, and the training / evaluation of tools/train_net.py."""
-from .checkpoint import (
-    BestCheckpointer,
-    Checkpointer,
-    InitCheckpointError,
-    PeriodicCheckpointer,
-    load_init_checkpoint,
-    read_checkpoint_file,
-)
+from ..checkpoint.io import read_checkpoint_file
+from .checkpointer import BestCheckpointer, Checkpointer, PeriodicCheckpointer
+from .init_checkpoint import InitCheckpointError, load_init_checkpoint, local_checkpoint_path
 from .defaults import (
     TRAINING_SECTIONS,
     TrainingLength,

@@ -32,7 +32,7 @@ from pycocotools.cocoeval import COCOeval as PycocotoolsCOCOeval
 from ..config import config_path, get_config
 from ..data import dataset_classes, dataset_nodes, prepare_datasets, register_node
 from ..errors import ConfigError, DataError
-from .checkpoint import load_init_checkpoint
+from .init_checkpoint import load_init_checkpoint
 from .ema import ModelEMA, unwrap_model
 from .evaluation import FastCOCOEvaluator, faster_cocoeval, has_faster_coco_eval
 from .optim import describe_param_groups

@@ -22,7 +22,8 @@ from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
 from ..errors import ConfigError
-from .checkpoint import BestCheckpointer, Checkpointer, PeriodicCheckpointer, load_init_checkpoint
+from .checkpointer import BestCheckpointer, Checkpointer, PeriodicCheckpointer
+from .init_checkpoint import load_init_checkpoint
 from .defaults import (
     TRAINING_SECTIONS,
     TrainingLength,
@@ -164,15 +165,20 @@ def build_hooks(cfg: DictConfig, trainer: Trainer, checkpointer: Checkpointer, e
 def resume_or_load(cfg: DictConfig, checkpointer: Checkpointer, trainer: Trainer, ema: Optional[ModelEMA],
                    resume: bool) -> int:
     """Resume from the output directory's last checkpoint (model, EMA, optimizer, trainer and
-    hook state) with ``resume``, else load ``train.init_checkpoint`` if set. Returns the first
-    iteration to run."""
+    hook state) with ``resume``, else load ``train.init_checkpoint`` if set: a checkpoint trained
+    on other classes is fine-tuned to the training data's classes (``checkpointer.class_names``)
+    unless ``train.init_strict``. Returns the first iteration to run."""
     if resume and checkpointer.has_checkpoint():
         path = checkpointer.get_checkpoint_file()
         logger.info(f"Resuming from {path}")
         checkpointer.load(path)
         return trainer.iter + 1
     if cfg.train.init_checkpoint:
-        load_init_checkpoint(checkpointer.model, cfg.train.init_checkpoint, ema)
+        class_map = OmegaConf.select(cfg, "train.init_class_map", default=None)
+        load_init_checkpoint(
+            checkpointer.model, cfg.train.init_checkpoint, ema, class_names=checkpointer.class_names,
+            class_map=OmegaConf.to_container(class_map) if OmegaConf.is_config(class_map) else class_map,
+            strict=bool(OmegaConf.select(cfg, "train.init_strict", default=False)))
     return 0
 
 
@@ -212,7 +218,8 @@ def do_train(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
     checkpointables = {"trainer": trainer}
     if ema is not None:
         checkpointables["ema"] = ema
-    checkpointer = Checkpointer(model, output_dir, **checkpointables)
+    checkpointer = Checkpointer(model, output_dir, class_names=classes.get("dataloader.train.dataset"),
+                                **checkpointables)
     test_loader = instantiate(cfg.dataloader.test) if "test" in cfg.dataloader else None
     evaluation = Evaluation(cfg, model, ema, test_loader, output_dir)
     trainer.register_hooks(build_hooks(cfg, trainer, checkpointer, ema, lr_multiplier, evaluation, length))

@@ -313,6 +313,17 @@ class RTDETRTransformer(nn.Module):
             self.get_anchors(self.eval_spatial_shapes(), "cpu")
         self._reset_parameters()
 
+    def class_dependent_tensors(self) -> Dict[str, int]:
+        """Tensors whose first dimension is indexed by class -> trailing non-class rows (the
+        denoising embedding's padding row). A checkpoint trained on other classes fine-tunes these
+        (``mlla_rtdetr.checkpoint.class_rows``)."""
+        heads = [] if self.query_select_method == "agnostic" else ["enc_score_head"]
+        heads += [f"dec_score_head.{i}" for i in range(len(self.dec_score_head))]
+        out = {f"{h}.{p}": 0 for h in heads for p in ("weight", "bias")}
+        if self.num_denoising > 0:
+            out["denoising_class_embed.weight"] = 1
+        return out
+
     def _reset_parameters(self):
         bias = bias_init_with_prob(0.01)
         init.constant_(self.enc_score_head.bias, bias)
