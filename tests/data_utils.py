@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 CATEGORIES = [{"id": 2, "name": "red"}, {"id": 7, "name": "blue"}]  # deliberately non-contiguous
@@ -167,3 +168,36 @@ def synthetic_val_subset(root: Path, num_images: int, coco80: bool = False):
     path = Path(root) / f"synthetic_val_{num_images}{'_coco80' if coco80 else ''}.json"
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
     return path, src / "val"
+
+
+def portable_pipeline_image(index: int, height: int, width: int):
+    """``parity_state.make_pipeline_image`` (the input images of the data-pipeline parity fixtures)
+    equal on every CPU: ``torch.linspace`` rounds differently in its vectorized (AVX2 / AVX-512) and
+    scalar kernels, which changes pixels of some images on a CPU without AVX2 (``default`` capability).
+    This takes the linspace values of the CPU that made the fixtures
+    (``tests/fixtures/pipeline_linspace_avx512.pt``: sizes 300, 333, 420, 480, 500, 640); every other
+    step of the recipe is exactly rounded."""
+    linspace = torch.load(Path(__file__).parent / "fixtures" / "pipeline_linspace_avx512.pt", weights_only=True)
+    g = torch.Generator().manual_seed(100 + int(index))
+    yy, xx = torch.meshgrid(linspace[height], linspace[width], indexing="ij")
+    base = torch.stack([xx, yy, (xx + yy) / 2]) * 180
+    noise = torch.rand((3, height, width), generator=g) * 75
+    arr = (base + noise).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def pipeline_fixture_dicts(image_specs, root: Path) -> List[Dict]:
+    """The inputs of a data-pipeline parity fixture (``fixture["spec"]["images"]``) as dataset dicts
+    with their images written losslessly (PNG: the mapper reads exactly the generated pixels) under
+    ``root``; the annotations in COCO form (XYWH, raw ``category_id``, ``iscrowd``)."""
+    from detectron2.structures import BoxMode
+
+    dicts = []
+    for i, spec in enumerate(image_specs):
+        path = Path(root) / f"{i}.png"
+        portable_pipeline_image(i, spec["height"], spec["width"]).save(path)
+        anns = [{"bbox": list(b), "bbox_mode": BoxMode.XYWH_ABS, "category_id": c, "iscrowd": z}
+                for b, c, z in zip(spec["bbox_xywh"], spec["category_id"], spec["iscrowd"])]
+        dicts.append({"file_name": str(path), "height": spec["height"], "width": spec["width"], "image_id": i,
+                      "annotations": anns})
+    return dicts

@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from mlla_rtdetr.config import get_config
-from mlla_rtdetr.engine.evaluation import FastCOCOEvaluator
+from mlla_rtdetr.data import FastCOCOEvaluator
 
 IMAGE_SIZE = 32
 CLASSES = ["a", "b"]

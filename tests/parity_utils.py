@@ -13,7 +13,8 @@ The tests therefore compare in two ways (tests/fixtures/parity/float64/README.md
   from a source that does not depend on the CPU: query selections are aligned by anchor index and
   may differ only at anchors whose float64 score lies within this machine's measured float32 error
   of the selection boundary (then the official selection is injected), and losses are computed for
-  the matching of the float64 run (replayed), so they measure the loss terms, not the tie-breaks.
+  the query selection and matchings of the float64 run (replayed), so they measure the loss terms,
+  not the tie-breaks.
 """
 from __future__ import annotations
 
@@ -86,44 +87,56 @@ def injected_selection(decoder, indices: torch.Tensor):
         del decoder.select_topk
 
 
-class MatchingReplay:
-    """The Hungarian matchings of one run, recorded call by call and replayed in another run:
-    ``with m.recording(criterion.matcher): <float64 run>``, then ``with m.replay(other.matcher):
-    <float32 run>``."""
+class ChoiceReplay:
+    """The discrete choices of one training run, recorded call by call and replayed in another: the
+    decoder's top-k query selection (its order fixes which query is which) and the Hungarian
+    matchings. ``with c.recording(model.decoder, criterion.matcher): <float64 run>``, then
+    ``with c.replay(other.decoder, other.criterion.matcher): <float32 run>``."""
 
     def __init__(self):
-        self.recorded: List[list] = []
+        self.selections: List[torch.Tensor] = []
+        self.matchings: List[list] = []
 
     @contextlib.contextmanager
-    def recording(self, matcher):
-        match = matcher.forward
+    def recording(self, decoder, matcher):
+        select, match = decoder.select_topk, matcher.forward
 
-        def record(outputs, targets, *args, **kwargs):
+        def record_selection(logits, k):
+            ind = select(logits, k)
+            self.selections.append(ind.clone())
+            return ind
+
+        def record_matching(outputs, targets, *args, **kwargs):
             indices = match(outputs, targets, *args, **kwargs)
-            self.recorded.append([(i.clone(), j.clone()) for i, j in indices])
+            self.matchings.append([(i.clone(), j.clone()) for i, j in indices])
             return indices
 
-        matcher.forward = record
+        decoder.select_topk, matcher.forward = record_selection, record_matching
         try:
             yield self
         finally:
-            del matcher.forward
+            del decoder.select_topk, matcher.forward
 
     @contextlib.contextmanager
-    def replay(self, matcher):
-        calls = iter(self.recorded)
+    def replay(self, decoder, matcher):
+        selections, matchings = iter(self.selections), iter(self.matchings)
 
-        def replayed(outputs, targets, *args, **kwargs):
-            indices = next(calls)
+        def replayed_selection(logits, k):
+            ind = next(selections).to(logits.device)
+            assert ind.shape == (logits.shape[0], k)
+            return ind
+
+        def replayed_matching(outputs, targets, *args, **kwargs):
+            indices = next(matchings)
             assert [len(j) for _, j in indices] == [len(t["labels"]) for t in targets]
             return indices
 
-        matcher.forward = replayed
+        decoder.select_topk, matcher.forward = replayed_selection, replayed_matching
         try:
             yield self
         finally:
-            del matcher.forward
-        assert next(calls, None) is None, "the replayed run called the matcher fewer times"
+            del decoder.select_topk, matcher.forward
+        assert next(selections, None) is None and next(matchings, None) is None, "the replay made fewer choices"
 
 
 def relative_errors(got: Dict[str, float], expected: Dict[str, float]) -> Dict[str, float]:

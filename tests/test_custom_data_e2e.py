@@ -88,7 +88,7 @@ def work(tmp_path_factory) -> Path:
     return root
 
 
-FORMATS = {  # README marker of the training command, output folder, images for the demo (how many)
+FORMATS = {  # README marker of the training command, output folder, images to predict on (how many)
     "coco": ("json_file=trees/train.json", "output/trees", "trees/images", 12),
     "voc": ("voc_root=trees_voc", "output/trees_voc", "trees_voc/JPEGImages", 12),
     "yolo": ("yolo_yaml=trees_yolo/data.yaml", "output/trees_yolo", "trees_yolo/images/val", 4),
@@ -111,7 +111,7 @@ def test_readme_summary_commands(work):
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
-def test_readme_train_eval_demo(work, trained, fmt):
+def test_readme_train_eval_predict(work, trained, fmt):
     _, out_dir, images, num_images = FORMATS[fmt]
     ok(trained[fmt])
     out = work / out_dir
@@ -130,10 +130,10 @@ def test_readme_train_eval_demo(work, trained, fmt):
     trained_ap = json.load(open(out / "eval_results.json"))["results"]["bbox_ema"]["AP"]
     assert results["bbox_ema"]["AP"] == pytest.approx(trained_ap, abs=1e-9)
 
-    # README: tools/demo.py with the run's config.yaml on the val images: class names from the run
-    argv = [a.replace("output/trees", out_dir).replace("trees/images", images) for a in readme_command("demo.py")]
+    # README: tools/predict.py with the run's config.yaml on the val images: class names from the run
+    argv = [a.replace("output/trees", out_dir).replace("trees/images", images) for a in readme_command("predict.py")]
     ok(run(argv + ["--score-threshold", "0"], work))
-    detections = json.load(open(out / "demo" / "detections.json"))
+    detections = json.load(open(out / "predictions" / "detections.json"))
     assert detections["class_names"] == ["tree"] and len(detections["results"]) == num_images
     first = next(iter(detections["results"].values()))["detections"]
     assert first and {d["class_name"] for d in first} == {"tree"}

@@ -9,7 +9,7 @@ from detectron2.structures import Boxes, Instances
 
 from mlla_rtdetr.data import RTDETRDatasetMapper, TrainLoader, build_test_loader, get_dataset_dicts, register_coco_format
 from mlla_rtdetr.data.loader import MAX_REPLACEMENTS, replacement
-from mlla_rtdetr.engine.evaluation import FastCOCOEvaluator
+from mlla_rtdetr.data import FastCOCOEvaluator
 from mlla_rtdetr.errors import DataError
 
 from data_utils import make_tiny_coco, unique_name

@@ -26,7 +26,7 @@ from mlla_rtdetr.data import (
     summarize_dataset,
 )
 from mlla_rtdetr.data.datasets.yolo import parse_yolo_labels, yolo_label_file
-from mlla_rtdetr.data.evaluation import ensure_coco_json
+from mlla_rtdetr.data import ensure_coco_json
 from mlla_rtdetr.errors import ConfigError, DataError
 
 from data_utils import draw_scene, unique_name, write_coco_dataset, write_voc_dataset, write_yolo_dataset

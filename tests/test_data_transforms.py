@@ -6,7 +6,7 @@ from PIL import Image
 from torchvision.transforms import v2 as T
 
 from mlla_rtdetr.data import RTDETRDatasetMapper, multiscale_sizes
-from mlla_rtdetr.data.transforms import RandomIoUCrop
+from mlla_rtdetr.data.transforms import RandomIoUCrop, RandomPhotometricDistort
 
 
 def test_multiscale_sizes_match_official_list():
@@ -82,7 +82,7 @@ def test_stop_aug_pipeline_keeps_only_flip_and_resize():
     mapper = RTDETRDatasetMapper(is_train=True, image_size=(32, 32))
     strong = [type(t) for t in mapper.transforms(strong_augment=True).transforms]
     weak = [type(t) for t in mapper.transforms(strong_augment=False).transforms]
-    assert strong == [T.RandomPhotometricDistort, T.RandomZoomOut, RandomIoUCrop, T.SanitizeBoundingBoxes,
+    assert strong == [RandomPhotometricDistort, T.RandomZoomOut, RandomIoUCrop, T.SanitizeBoundingBoxes,
                       T.RandomHorizontalFlip, T.Resize, T.SanitizeBoundingBoxes]
     assert weak == [T.RandomHorizontalFlip, T.Resize, T.SanitizeBoundingBoxes]
     assert mapper.transforms().transforms[0].p == 0.5 and mapper.transforms().transforms[2].p == 0.8

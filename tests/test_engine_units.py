@@ -31,7 +31,7 @@ from mlla_rtdetr.engine import (
     prepare_data,
 )
 from mlla_rtdetr.engine import checkpointer as ckpt_mod
-from mlla_rtdetr.engine.evaluation import FastCOCOEvaluator
+from mlla_rtdetr.data import FastCOCOEvaluator
 from mlla_rtdetr.engine.optim import RTDETR_V2_RULES
 from mlla_rtdetr.errors import CheckpointError, PathNotFoundError
 

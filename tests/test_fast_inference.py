@@ -241,7 +241,7 @@ def test_inference_entry_points_use_the_deployed_model():
     assert copy_ is not model and model.training and model.channels_last is None  # the original is untouched
     assert copy_.channels_last and not copy_.training
     assert not any(isinstance(m, nn.BatchNorm2d) for m in copy_.modules())
-    tool_model = build_model(cfg, checkpoint="", deploy=True)  # tools/demo.py and tools/run_demo.py
+    tool_model = build_model(cfg, checkpoint="", deploy=True)  # tools/predict.py and tools/run_demo.py
     assert tool_model.channels_last and not any(isinstance(m, nn.BatchNorm2d) for m in tool_model.modules())
 
 

@@ -25,7 +25,12 @@ def test_anchors_match_fixture_exactly(parity_dir):
     anchors, valid = dec.get_anchors(dec.eval_spatial_shapes(), "cpu")
     assert dec.eval_spatial_shapes() == [(80, 80), (40, 40), (20, 20)]
     assert anchors.dtype == torch.float32 and valid.dtype == torch.bool
-    assert torch.equal(anchors, derived["decoder.anchors"])
+    # log(a / (1 - a)) in float32: exact on the CPU that made the fixture, within an ulp elsewhere
+    # (the vectorized log of AVX-512, AVX2 and generic kernels rounds differently)
+    expected = derived["decoder.anchors"]
+    assert torch.equal(torch.isinf(anchors), torch.isinf(expected))
+    finite = torch.isfinite(expected)
+    torch.testing.assert_close(anchors[finite], expected[finite], rtol=2.5e-7, atol=0)
     assert torch.equal(valid, derived["decoder.valid_mask"])
     assert int((~valid).sum()) == 316
 

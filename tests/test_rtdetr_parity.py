@@ -30,7 +30,7 @@ import torch
 from parity_state import check_summary, load_manifest, make_input, make_state, max_abs_diff
 from parity_utils import (
     TEST_THREADS,
-    MatchingReplay,
+    ChoiceReplay,
     assert_near_tied_selection,
     injected_selection,
     match_postprocessed,
@@ -344,14 +344,15 @@ def _train_forward(model, x, targets, seed):
 
 @pytest.fixture(scope="module")
 def train64(case):
-    """Our float64 train-mode run of the fixture protocol, with its Hungarian matchings recorded."""
+    """Our float64 train-mode run of the fixture protocol, with its query selection and Hungarian
+    matchings recorded."""
     ref = case["reference64"]["train"]
     targets = [{"labels": torch.tensor(ref["targets"]["labels"]),
                 "boxes": torch.tensor(ref["targets"]["boxes"], dtype=torch.float64)}]
-    matchings = MatchingReplay()
-    with matchings.recording(case["model64"].criterion.matcher):
+    choices = ChoiceReplay()
+    with choices.recording(case["model64"].decoder, case["model64"].criterion.matcher):
         out, losses, _ = _train_forward(case["model64"], case["x"].double(), targets, ref["seed"])
-    return out, losses, matchings
+    return out, losses, choices
 
 
 def test_float64_train_losses(case, train64):
@@ -364,15 +365,16 @@ def test_float64_train_losses(case, train64):
 
 
 def test_train_losses(case, train64):
-    """Float32 against the shared fixture, for the float64 run's matchings (the same on every CPU)."""
+    """Float32 against the shared fixture, for the float64 run's query selection and matchings (the
+    same on every CPU; the losses do not depend on the order of the queries, only on which ones)."""
     model, exp = case["model"], case["expected"]["train"]
-    _, _, matchings = train64
+    _, _, choices = train64
     targets = [{"labels": torch.tensor(exp["targets"]["labels"]), "boxes": torch.tensor(exp["targets"]["boxes"])}]
     # the float64 matching of the final layer is the official float32 one (no near-tie there)
-    (q, t), = matchings.recorded[0]
+    (q, t), = choices.matchings[0]
     (eq, et), = exp["matched_indices_last_layer"]
     assert q.tolist() == list(eq) and t.tolist() == list(et)
-    with matchings.replay(model.criterion.matcher):
+    with choices.replay(model.decoder, model.criterion.matcher):
         out, losses, dn_ref = _train_forward(model, case["x"], targets, exp["seed"])
     # the official RNG consumption is reproduced: same noised denoising queries, no injection
     n_dn = exp["dn_meta"]["dn_num_split"][0]
@@ -383,8 +385,8 @@ def test_train_losses(case, train64):
     assert max(rel.values()) <= TRAIN_REL_TOL, rel
     total = sum(float(v) for v in losses.values())
     assert abs(total - exp["total_loss"]) / exp["total_loss"] <= TRAIN_REL_TOL
-    rtol = FLOAT32_TOL.get(case["name"], (TOL,))[0]
-    ok, detail = check_summary(
-        exp["summaries"]["dn_last_pred_logits"], out["dn_aux_outputs"][-1]["pred_logits"], rtol=rtol, atol=1e-5
-    )
+    # the denoising queries attend to the selected ones, whose near-tied boundary anchor may differ
+    # from the fixture's in train mode (ours is the float64 run's): the losses' spread applies
+    ok, detail = check_summary(exp["summaries"]["dn_last_pred_logits"], out["dn_aux_outputs"][-1]["pred_logits"],
+                               rtol=max(TRAIN_REL_TOL, FLOAT32_TOL.get(case["name"], (0,))[0]), atol=1e-5)
     assert ok, detail

@@ -1,5 +1,6 @@
 """Launch helpers without a model: torchrun environment, Slurm options and sbatch script,
 preemption hook, and a submitit local job that is preempted, requeued and resumed exactly."""
+import functools
 import os
 import signal
 import subprocess
@@ -190,7 +191,7 @@ def test_submitit_local_job_preempted_requeued_resumes_exactly(tmp_path):
     iteration, requeues itself with --resume and finishes with no iteration lost or repeated."""
     from mlla_rtdetr.launch.job import TrainJob
     from mlla_rtdetr.launch.slurm import make_executor
-    from mlla_rtdetr.sweep.records import read_record
+    from mlla_rtdetr.sweep.records import read_record, update_record
 
     script = tmp_path / "fake_train_net.py"
     script.write_text(FAKE_TRAIN_NET)
@@ -198,7 +199,7 @@ def test_submitit_local_job_preempted_requeued_resumes_exactly(tmp_path):
     executor = make_executor(ClusterOptions(folder=tmp_path / "submitit", local=True, gpus_per_node=0,
                                             time_min=10))
     job = executor.submit(TrainJob(["--config-file", str(REPO / "projects/mlla_rtdetr/configs/rtdetr_tiny_synthetic.py"), f"train.output_dir={out}"],
-                                   run_dir=str(out), script=str(script)))
+                                   script=str(script), on_status=functools.partial(update_record, str(out))))
     log = out / "iterations.txt"
 
     def iterations():

@@ -179,3 +179,25 @@ def test_model_stats_accepts_analyze_model_report(tmp_path):
     merge_model_stats(tmp_path, {"latency_ms": 4.2})
     raw = json.loads((tmp_path / "model_stats.json").read_text())
     assert raw["params"]["per_module"] == {} and raw["latency_ms"] == 4.2  # nothing of the report lost
+
+
+@pytest.mark.parametrize("config", ["rtdetr_tiny_synthetic.py", "mlla_rtdetr_tiny_synthetic.py"])
+def test_count_params_builds_on_meta_and_counts_the_real_model(config):
+    """count_params builds on the meta device only (no CPU fallback): the RT-DETR decoder's
+    anchors and MLLA's drop-path rates are computed on the CPU whatever the default device."""
+    import torch
+    from detectron2.config import instantiate
+
+    from mlla_rtdetr.config import instantiate_on_meta
+    from mlla_rtdetr.engine import load_config
+    from mlla_rtdetr.sweep.model_stats import count_params
+
+    cfg = load_config(config)
+    meta_model = instantiate_on_meta(cfg.model)
+    assert {p.device.type for p in meta_model.parameters()} == {"meta"}
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    n = count_params(cfg)
+    assert torch.equal(torch.rand(3), expected)  # the global RNG is left as it was
+    assert n == sum(p.numel() for p in instantiate(cfg.model).parameters())

@@ -224,6 +224,18 @@ def test_data_pipeline_mode(bench, tmp_path):
         _positive(r, "images_per_s", "ms_per_batch")
 
 
+def test_data_mode_dense_o2o_next_to_the_recipe_pipeline(bench, tmp_path):
+    out = tmp_path / "dense.json"
+    bench.main(["data", "--config-file", TINY_CONFIG, "--dense-o2o", "--workers", "0", "--batch-size", "2",
+                "--warmup", "1", "--iters", "2", "--skip-train-step", "--output", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["what"] for r in rows] == ["rt-detr", "dense-o2o: Mosaic", "dense-o2o: no Mosaic"]
+    assert rows[0]["vs_rt_detr"] == 1.0
+    for r in rows:
+        _positive(r, "images_per_s", "images_per_s_per_worker", "ms_per_batch", "vs_rt_detr")
+        assert r["vs_rt_detr"] == pytest.approx(r["images_per_s"] / rows[0]["images_per_s"])
+
+
 def test_image_check_mode(bench, tmp_path):
     out = tmp_path / "check.json"
     bench.main(["image-check", "--paths", "3000", "--missing", "0.01", "--threads-check", "4", "--folder",

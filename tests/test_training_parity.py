@@ -30,10 +30,11 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import HookBase
 from detectron2.engine import hooks as d2_hooks
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Boxes, Instances
 
-from parity_state import check_summary, load_manifest, make_input, make_pipeline_image, make_state, max_abs_diff
-from parity_utils import TEST_THREADS, MatchingReplay
+from data_utils import pipeline_fixture_dicts
+from parity_state import check_summary, load_manifest, make_input, make_state, max_abs_diff
+from parity_utils import TEST_THREADS, ChoiceReplay
 
 from mlla_rtdetr.checkpoint.rtdetr_converter import load_official_rtdetr
 from mlla_rtdetr.config import config_path
@@ -69,16 +70,7 @@ def pipeline(parity_dir, tmp_path_factory):
     torch.set_num_threads(TEST_THREADS)
     fixture = torch.load(parity_dir / "fixtures" / "rtdetrv2_r18vd.data_pipeline.pt", weights_only=True)
     root = tmp_path_factory.mktemp("pipeline_images")
-    dicts = []
-    for i, spec in enumerate(fixture["spec"]["images"]):
-        path = root / f"{i}.png"  # lossless: the mapper reads exactly the generated pixels
-        make_pipeline_image(i, spec["height"], spec["width"]).save(path)
-        anns = [
-            {"bbox": list(b), "bbox_mode": BoxMode.XYWH_ABS, "category_id": c, "iscrowd": z}
-            for b, c, z in zip(spec["bbox_xywh"], spec["category_id"], spec["iscrowd"])
-        ]
-        dicts.append({"file_name": str(path), "height": spec["height"], "width": spec["width"], "image_id": i,
-                      "annotations": anns})
+    dicts = pipeline_fixture_dicts(fixture["spec"]["images"], root)  # same pixels on every CPU
     cfg = _recipe()
     train = cfg.dataloader.train
     loader = build_train_loader(
@@ -168,8 +160,8 @@ def _exact_pixel_boxes(model, cxcywh: torch.Tensor, size: int) -> torch.Tensor:
 def train_run64(parity_dir):
     """The run in float64 (reference kernels), against the official float64 run
     (tests/fixtures/parity/float64): the same on every CPU, so all three steps are binding. Its
-    Hungarian matchings are recorded for the float32 runs."""
-    matchings = MatchingReplay()
+    query selections and Hungarian matchings are recorded for the float32 runs."""
+    matchings = ChoiceReplay()
     with onednn_kernels(False):
         _, _, records = _train(parity_dir, channels_last=False, dtype=torch.float64, matchings=matchings)
     reference = torch.load(parity_dir / "float64" / "rtdetrv2_r18vd.train_steps.pt", weights_only=True)
@@ -180,8 +172,8 @@ def train_run64(parity_dir):
 def train_run(parity_dir, train_run64):
     """The official protocol (fixture README) run by this code base's trainer with the reference
     kernels (NCHW, PyTorch's linear: the official code's float rounding), recorded per step, for
-    the float64 run's matchings (a random-weight model has near-tied matches that float32 rounding
-    flips differently on each CPU)."""
+    the float64 run's query selections and matchings (a random-weight model has near-tied scores and
+    matches that float32 rounding flips differently on each CPU)."""
     with onednn_kernels(False):
         return _train(parity_dir, channels_last=False, matchings=train_run64[2])
 
@@ -202,11 +194,6 @@ def _train(parity_dir, channels_last, dtype=torch.float32, matchings=None):
     rows = load_manifest(parity_dir / "fixtures" / "rtdetrv2_r18vd.manifest.json")
     load_official_rtdetr(model, make_state(rows, fx["state_seed"]))
     model.to(dtype).train()
-    if dtype == torch.float64:  # the official float64 run got the fixture's targets widened to float64
-        # (the pixel -> normalized conversion is checked bit for bit in float32 below)
-        targets64 = iter([[{"labels": torch.tensor(t["labels"]), "boxes": torch.tensor(t["boxes"], dtype=dtype)}
-                           for t in step["targets"]] for step in fx["steps"]])
-        model.prepare_targets = lambda batched_inputs, canvas_hw: next(targets64)
 
     start, steps = fx["start_iteration"], len(fx["steps"])
     optimizer = build_optimizer(cfg, model)
@@ -248,12 +235,17 @@ def _train(parity_dir, channels_last, dtype=torch.float32, matchings=None):
             r["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             r["ema"] = {k: v.detach().clone() for k, v in ema.module.state_dict().items()}
 
+    if dtype == torch.float64:  # the official float64 run got the fixture's targets widened to float64
+        # (the pixel -> normalized conversion is checked bit for bit in float32 below)
+        targets64 = iter([[{"labels": torch.tensor(t["labels"]), "boxes": torch.tensor(t["boxes"], dtype=dtype)}
+                           for t in step["targets"]] for step in fx["steps"]])
+        model.prepare_targets = lambda batched_inputs, canvas_hw: next(targets64)
     clip = dict(max_norm=cfg.train.clip_grad.max_norm, norm_type=cfg.train.clip_grad.norm_type)
     trainer = Trainer(model, data(), optimizer, amp=False, clip_grad=clip, seed=None)
     # hook order of the engine (EMA, then the lr schedule); Record reads both after they ran
     trainer.register_hooks([EMAHook(ema, model), d2_hooks.LRScheduler(scheduler=schedule), Record()])
     # the float64 run records its matchings, the float32 runs replay them
-    with (matchings.recording if dtype == torch.float64 else matchings.replay)(model.criterion.matcher):
+    with (matchings.recording if dtype == torch.float64 else matchings.replay)(model.decoder, model.criterion.matcher):
         trainer.train(start, start + steps)
     if dtype == torch.float64:
         return fx, optimizer, records
@@ -357,8 +349,8 @@ def test_train_three_step_trajectory(train_run):
 @pytest.mark.slow
 def test_fast_cpu_kernels_train_like_official(fast_train_run):
     """The default CPU path (channels-last convolutions, oneDNN linear layers) rounds each op
-    differently (~1e-6 relative); with the float64 run's matchings replayed, nothing else differs,
-    so it is held to the reference kernels' bars."""
+    differently (~1e-6 relative); with the float64 run's selections and matchings replayed, nothing
+    else differs, so it is held to the reference kernels' bars."""
     fx, _, records = fast_train_run
     for i, (got, exp) in enumerate(zip(records, fx["steps"])):
         worst = _worst_loss(got, exp)

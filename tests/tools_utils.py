@@ -1,4 +1,4 @@
-"""Helpers for the tests of tools/analyze_model.py, benchmark.py, demo.py and export_onnx.py."""
+"""Helpers for the tests of tools/analyze_model.py, benchmark.py, predict.py and export_onnx.py."""
 import importlib.util
 import sys
 from pathlib import Path

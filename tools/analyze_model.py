@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from mlla_rtdetr.engine import build_model, load_config
 from mlla_rtdetr.errors import run_main
+from mlla_rtdetr.utils.console import tool_log
 from mlla_rtdetr.utils.flops import count_parameters, model_flops, official_gflops
 from mlla_rtdetr.utils.report import environment, markdown_table, write_json
 
 
-def log(msg: str) -> None:
-    print(f"[analyze_model {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = tool_log("analyze_model")
 
 
 def build_parser() -> argparse.ArgumentParser:

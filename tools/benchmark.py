@@ -22,7 +22,9 @@ Modes::
   encoder-scaling  softmax AIFI vs MLLA intra-scale blocks at several input sizes, on S5 only
                    (use_encoder_idx=2) and S4+S5 (1,2); ratio of the time at 2x the side (4x tokens).
   attention        one MLLA linear-attention layer vs one softmax attention layer of the same width.
-  data             images/s of the training data pipeline per worker count, and of a training step.
+  data             images/s of the training data pipeline per worker count, and of a training step;
+                   --dense-o2o adds DEIM's Dense O2O pipeline (Mosaic on every sample / on none, MixUp,
+                   batch multi-scale) on the same data, with its ratio to the recipe's pipeline.
   image-check      the existence check run before training (one stat per image path) on a generated
                    list of paths (default 118,287, the size of COCO train2017; 1% missing), with one
                    thread and with the threads training uses.
@@ -58,14 +60,14 @@ import torch
 
 from mlla_rtdetr.engine import build_model, load_config
 from mlla_rtdetr.errors import ConfigError, run_main
+from mlla_rtdetr.utils.console import tool_log
 from mlla_rtdetr.utils.bench_cases import build_case, detector_gflops
 from mlla_rtdetr.utils.memprobe import run_in_subprocess
 from mlla_rtdetr.utils.report import environment, markdown_table, ratio, write_json
 from mlla_rtdetr.utils.timing import measure, measure_interleaved, measure_peak_memory
 
 
-def log(msg: str) -> None:
-    print(f"[benchmark {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = tool_log("benchmark")
 
 
 def on_off(value: str) -> List[bool]:
@@ -331,6 +333,38 @@ def mode_attention(args) -> Dict[str, Any]:
     return {"rows": rows, "tables": [("Attention micro-benchmark", markdown_table(rows, cols))]}
 
 
+def dense_o2o_variants(train_cfg) -> List[tuple]:
+    """``[(name, loader config)]``: the recipe's train loader and DEIM's Dense O2O pipeline on the
+    same data and output size, in its Mosaic stage with Mosaic on every sample and with Mosaic on
+    none (both with MixUp 0.5 and the batch-level multi-scale of ``coco_detection_dense_o2o.py``,
+    sizes scaled to the recipe's)."""
+    from omegaconf import OmegaConf
+
+    from mlla_rtdetr.config import get_config
+    from mlla_rtdetr.data import multiscale_sizes
+
+    dense = get_config("common/data/coco_detection_dense_o2o.py").dataloader.train
+    size = train_cfg.mapper.get("image_size", (640, 640))
+    side = int(size if isinstance(size, int) else size[0])
+    variants = [("rt-detr", train_cfg)]
+    for name, mosaic_prob in (("dense-o2o: Mosaic", 1.0), ("dense-o2o: no Mosaic", 0.0)):
+        cfg = OmegaConf.create(OmegaConf.to_container(train_cfg, resolve=True), flags={"allow_objects": True})
+        # the recipe's mapper settings plus DEIM's own (Mosaic, policy), in its Mosaic stage from epoch 0
+        for key, value in dense.mapper.items():
+            if key == "_target_" or key not in cfg.mapper:
+                cfg.mapper[key] = value
+        cfg.mapper.update(policy_epochs=[0, 10**6, 10**6], mosaic_prob=mosaic_prob, mosaic_output_size=side // 2)
+        cfg.batch_augment = OmegaConf.to_container(dense.batch_augment, resolve=False)
+        cfg.batch_augment.update(mixup_epochs=[0, 10**6], multiscale_stop_epoch=None,
+                                 multiscale_sizes=multiscale_sizes(side, side * 3 // 4 // 32 * 32 or side,
+                                                                   side * 5 // 4 // 32 * 32 or side, 32, 3,
+                                                                   upper_descending=True))
+        cfg.multiscale_sizes = None
+        cfg.stop_aug_epoch = None
+        variants.append((name, cfg))
+    return variants
+
+
 def mode_data(args) -> Dict[str, Any]:
     from detectron2.config import instantiate
 
@@ -340,12 +374,13 @@ def mode_data(args) -> Dict[str, Any]:
     if args.batch_size:
         cfg.dataloader.train.total_batch_size = args.batch_size
     bs = int(cfg.dataloader.train.total_batch_size)
+    pipelines = dense_o2o_variants(cfg.dataloader.train) if args.dense_o2o else [("data pipeline", cfg.dataloader.train)]
     rows = []
     first_batch = None
-    for w in args.workers:
-        cfg.dataloader.train.num_workers = w
-        log(f"data: num_workers={w}: building the loader")
-        loader = instantiate(cfg.dataloader.train)
+    for w, (name, train_cfg) in itertools.product(args.workers, pipelines):
+        train_cfg.num_workers = w
+        log(f"data: {name}, num_workers={w}: building the loader")
+        loader = instantiate(train_cfg)
         it = iter(loader)
         for _ in range(args.warmup):
             batch = next(it)
@@ -355,12 +390,17 @@ def mode_data(args) -> Dict[str, Any]:
             batch = next(it)
             n_img += len(batch)
             if (i + 1) % 5 == 0 or i + 1 == args.iters:
-                log(f"data: num_workers={w}: {i + 1}/{args.iters} batches, "
+                log(f"data: {name}, num_workers={w}: {i + 1}/{args.iters} batches, "
                     f"{n_img / (time.perf_counter() - t0):.1f} img/s")
         dt = time.perf_counter() - t0
         first_batch = first_batch or batch
-        rows.append({"what": "data pipeline", "num_workers": w, "batch_size": bs, "batches": args.iters,
-                     "images_per_s": n_img / dt, "ms_per_batch": 1e3 * dt / args.iters})
+        row = {"what": name, "num_workers": w, "batch_size": bs, "batches": args.iters,
+               "images_per_s": n_img / dt, "images_per_s_per_worker": n_img / dt / max(1, w),
+               "ms_per_batch": 1e3 * dt / args.iters}
+        if args.dense_o2o:  # the recipe's pipeline ran first at this worker count
+            base = row if name == "rt-detr" else next(r for r in rows if r["num_workers"] == w and r["what"] == "rt-detr")
+            row["vs_rt_detr"] = row["images_per_s"] / base["images_per_s"]
+        rows.append(row)
         del it, loader
     if not args.skip_train_step:
         model = build_model(cfg, checkpoint="", device=args.device).train()
@@ -382,7 +422,8 @@ def mode_data(args) -> Dict[str, Any]:
         rows.append({"what": f"train step {size[0]}x{size[1]}", "num_workers": None, "batch_size": len(batch),
                      "batches": len(stats.times_ms), "images_per_s": 1e3 * len(batch) / stats.median,
                      "ms_per_batch": stats.median})
-    cols = ["what", "num_workers", "batch_size", "batches", "images_per_s", "ms_per_batch"]
+    cols = ["what", "num_workers", "batch_size", "batches", "images_per_s", "images_per_s_per_worker", "ms_per_batch"]
+    cols += ["vs_rt_detr"] if args.dense_o2o else []
     return {"rows": rows, "tables": [("Training data pipeline throughput", markdown_table(rows, cols))]}
 
 
@@ -463,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input-sizes", type=int, nargs="+", default=[640])
         p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
         p.add_argument("--deploy", choices=["off", "on", "both"], default="both" if name == "inference" else "off",
-                       help="model.deploy(), the inference form of demo and evaluation: RepVGG and BatchNorm "
+                       help="model.deploy(), the inference form of predict.py and evaluation: RepVGG and BatchNorm "
                             "folding, channels-last, fused CPU kernels")
         p.add_argument("--channels-last", choices=["auto", "off", "on", "both"], default="auto",
                        help="images and weights channels-last (on), NCHW (off), or as the model does by "
@@ -518,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--batch-size", type=int, default=None, help="override dataloader.train.total_batch_size")
     p.add_argument("--skip-train-step", action="store_true")
+    p.add_argument("--dense-o2o", action="store_true",
+                   help="also DEIM's Dense O2O pipeline (with Mosaic on every sample / on none) on the recipe's "
+                        "data; ratios against the recipe's pipeline (vs_rt_detr) at the same worker count")
     p.set_defaults(memory=False)
     common(p, warmup=2, iters=20)
 

@@ -39,12 +39,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import torch
 
 from mlla_rtdetr.engine import build_model, load_config
 from mlla_rtdetr.errors import run_main
+from mlla_rtdetr.utils.console import tool_log
 from mlla_rtdetr.utils.onnx_utils import (
     TENSORRT10_MAX_TOPK,
     TENSORRT10_OPS,
@@ -59,8 +59,7 @@ from mlla_rtdetr.utils.onnx_utils import (
 OP_SETS = {"tensorrt10": TENSORRT10_OPS, "any": None}
 
 
-def log(msg: str) -> None:
-    print(f"[export_onnx {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = tool_log("export_onnx")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,9 +36,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List
+
+from mlla_rtdetr.utils.console import tool_log
 
 TRAIN_NET = Path(__file__).resolve().parent / "train_net.py"
 
@@ -52,8 +53,7 @@ COLUMNS = [
 ]
 
 
-def log(msg: str) -> None:
-    print(f"[reproduce_table {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = tool_log("reproduce_table")
 
 
 def build_parser() -> argparse.ArgumentParser:

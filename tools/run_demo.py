@@ -26,13 +26,13 @@ import time
 from typing import Any, Dict, List, Optional
 
 from mlla_rtdetr.errors import run_main
+from mlla_rtdetr.utils.console import tool_log
 
 DEFAULT_CONFIG = "projects/mlla_rtdetr/configs/mlla_rtdetr_demo_synthetic.py"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def log(msg: str) -> None:
-    print(f"[run_demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+log = tool_log("run_demo", to_stdout=True)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

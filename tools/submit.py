@@ -19,6 +19,7 @@ checkpoint and the job requeues itself with ``--resume``. ``--dry-run`` prints t
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
     cluster = options_from_args(args, default_folder=out / "submitit")
 
     from mlla_rtdetr.launch.job import TrainJob
+    from mlla_rtdetr.sweep.records import update_record
 
     train_argv = ["--config-file", config_file]
     if args.eval_only:
@@ -89,8 +91,9 @@ def main(argv=None) -> int:
         print(sbatch_script(cluster))
         return 0
     executor = make_executor(cluster)
-    job = executor.submit(TrainJob(train_argv, run_dir=str(out), record={"config_file": args.config_file,
-                                                                          "overrides": list(args.overrides)}))
+    on_status = functools.partial(update_record, str(out), config_file=args.config_file,
+                                  overrides=list(args.overrides))
+    job = executor.submit(TrainJob(train_argv, on_status=on_status))
     print(f"Submitted job {job.job_id}; logs: {job.paths.stdout}")
     if not args.wait:
         return 0

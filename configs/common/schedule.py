@@ -1,4 +1,4 @@
-"""Common lr multipliers: warm-up then constant / multi-step / cosine / flat-cosine.
+"""Common lr multipliers: warm-up then constant / multi-step / cosine / flat-cosine (also DEIM's).
 
 Each entry is a LazyCall of :func:`mlla_rtdetr.engine.schedule.lr_schedule`; the engine fills
 ``max_iter`` and ``iters_per_epoch`` (from the train loader), so milestones can be in epochs::
@@ -36,5 +36,14 @@ cosine = L(lr_schedule)(
 flat_cosine = L(lr_schedule)(
     name="flat_cosine", unit="epoch", flat=0, decay_end=None, min_factor=0.05,
     warmup=2000, warmup_unit="iter", warmup_method="linear",
+    max_iter=None, iters_per_epoch=None,
+)
+# DEIM's FlatCosineLRScheduler (deim_r18vd_120e_coco: warmup_iter 2000, flat_epoch 64,
+# no_aug_epoch 3, lr_gamma 0.5, 120 epochs): quadratic warm-up (i / 2000) ** 2, factor 1 until
+# epoch 64, cosine to lr_gamma at the start of the no-aug tail (epoch 120 - 3 = 117), then lr_gamma.
+# A recipe of another length sets flat and decay_end (= epochs - no_aug_epoch).
+deim_flat_cosine = L(lr_schedule)(
+    name="flat_cosine", unit="epoch", flat=64, decay_end=117, min_factor=0.5,
+    warmup=2000, warmup_unit="iter", warmup_method="quadratic",
     max_iter=None, iters_per_epoch=None,
 )

@@ -64,7 +64,10 @@ train = dict(
     # EMA of the weights, RT-DETR style: decay_t = decay * (1 - exp(-t / warmups)).
     # Evaluation uses the EMA weights ("bbox_ema/..."); eval_raw also evaluates the raw weights
     # ("bbox/..."). Both are saved in checkpoints.
-    model_ema=dict(enabled=True, decay=0.9999, warmups=2000, eval_raw=False),
+    # DEIM's EMA restart: at the start of epoch restart_epoch, model, EMA and optimizer go back to
+    # model_best.pth and the EMA decay becomes restart_decay (None: off; engine/ema_restart.py).
+    model_ema=dict(enabled=True, decay=0.9999, warmups=2000, eval_raw=False,
+                   restart_epoch=None, restart_decay=0.9999),
     # torch DistributedDataParallel options.
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     # Global seed; each rank and iteration derives its own RNG state from it, so results are

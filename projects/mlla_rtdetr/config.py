@@ -22,7 +22,7 @@ it describes instead of repeating them::
 They read :meth:`Backbone.output_shape` of the backbone the given LazyCall node builds (outputs
 ordered by stride, the order the meta-architecture feeds them to the encoder), so swapping the
 backbone of a recipe needs no other edit. The node is built once per distinct config (on the
-``meta`` device when its constructor allows it), with the global torch RNG saved and restored:
+``meta`` device, :func:`instantiate_on_meta`), with the global torch RNG saved and restored:
 resolving never changes the random initialisation of the model built afterwards.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Dict, List, Tuple
 from .errors import ConfigError, PathNotFoundError
 
 __all__ = ["ConfigNotFoundError", "config_path", "get_config", "known_configs", "backbone_output_levels",
-           "register_resolvers"]
+           "instantiate_on_meta", "register_resolvers"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMON_CONFIG_DIR = REPO_ROOT / "configs"
@@ -126,13 +126,22 @@ def get_config(name: str):
 _SHAPE_CACHE: Dict[str, List[Tuple[int, int]]] = {}
 
 
-def backbone_output_levels(backbone_cfg) -> List[Tuple[int, int]]:
-    """``[(channels, stride), ...]`` of the outputs of the backbone a LazyCall config builds,
-    sorted by stride. The backbone is instantiated on the ``meta`` device (on the CPU when its
-    constructor needs real values) with the torch RNG state restored afterwards; results are
-    cached per config content."""
+def instantiate_on_meta(node):
+    """``instantiate(node)`` on the ``meta`` device: shapes and parameter counts without memory or
+    weight-init cost. The global torch RNG is left as it was, so the model built afterwards gets
+    the same initial weights. A constructor that computes on tensor values fails here: make it
+    compute those on the CPU explicitly (as ``generate_anchors`` and the MLLA drop-path rates do)."""
     import torch
     from detectron2.config import instantiate
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return instantiate(node)
+
+
+def backbone_output_levels(backbone_cfg) -> List[Tuple[int, int]]:
+    """``[(channels, stride), ...]`` of the outputs of the backbone a LazyCall config builds,
+    sorted by stride. The backbone is instantiated on the ``meta`` device
+    (:func:`instantiate_on_meta`); results are cached per config content."""
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(backbone_cfg, DictConfig):
@@ -140,13 +149,7 @@ def backbone_output_levels(backbone_cfg) -> List[Tuple[int, int]]:
     else:
         key = repr(backbone_cfg)
     if key not in _SHAPE_CACHE:
-        with torch.random.fork_rng(devices=[]):
-            try:  # no memory, no weight init; constructors that compute on values need real tensors
-                with torch.device("meta"):
-                    backbone = instantiate(backbone_cfg)
-            except Exception:
-                with torch.device("cpu"):
-                    backbone = instantiate(backbone_cfg)
+        backbone = instantiate_on_meta(backbone_cfg)
         if not hasattr(backbone, "output_shape"):
             raise ConfigError(
                 f"{type(backbone).__name__} has no output_shape(): the encoder cannot take its in_channels / "

@@ -7,7 +7,10 @@ Everything random is a pure function of the seed:
   rank ``r`` takes the ``r``-th contiguous slice of it;
 * the augmentation of dataset index ``i`` in epoch ``e`` runs under ``torch.manual_seed(f(seed, e, i))``
   (inside ``torch.random.fork_rng``), so it does not depend on worker count or process;
+* Python's ``random`` is seeded with the same per-sample seed (DEIM's Mosaic draws from it);
 * the multi-scale size of iteration ``it`` is drawn from ``(seed, it)`` (same on all ranks);
+* an optional ``batch_augment`` (DEIM's MixUp / multi-scale collate) runs in the workers on each
+  rank's batch of iteration ``it`` under torch and Python seeds derived from ``(seed, it, rank)``;
 * an image that cannot be read (missing since the start, truncated, empty, not an image, or of
   another size than its record says) is replaced by the image ``r(seed, e, i, attempt)`` with
   the augmentation seed of the same key, so the replacement is the same on every run, resume
@@ -23,6 +26,7 @@ evaluator then evaluates the images that were read and says how many.
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -43,6 +47,7 @@ __all__ = [
     "build_train_loader",
     "build_test_loader",
     "sample_seed",
+    "batch_seed",
     "replacement",
     "BAD_IMAGE_ERRORS",
 ]
@@ -50,7 +55,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Stream tags keep the uses of the seed independent.
-_TAG_ORDER, _TAG_SCALE, _TAG_SAMPLE, _TAG_REPLACE = 0, 1, 2, 3
+_TAG_ORDER, _TAG_SCALE, _TAG_SAMPLE, _TAG_REPLACE, _TAG_BATCH = 0, 1, 2, 3, 4
 
 BAD_IMAGE_ERRORS = (OSError, DataError)
 """What the mapper raises for an image it cannot use (missing, undecodable, size mismatch)."""
@@ -59,14 +64,41 @@ MAX_REPLACEMENTS = 16
 """Unreadable replacements in a row after which the loader gives up on a sample."""
 
 _BAD_KEY = "_bad_images"  # sample field carrying [(file_name, reason)] from the workers
+_ITER_KEY = "_iteration"  # sample field carrying (epoch, iteration) to the batch augmentation
 
-SampleKey = Tuple[int, int, Optional[Tuple[int, int]], bool]  # (index, epoch, size, strong_augment)
+# (index, epoch, size, strong_augment, iteration)
+SampleKey = Tuple[int, int, Optional[Tuple[int, int]], bool, int]
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """Torch seed of the augmentation of dataset ``index`` in ``epoch``."""
     state = np.random.SeedSequence([seed, _TAG_SAMPLE, epoch, index]).generate_state(1, np.uint64)[0]
     return int(state) & ((1 << 63) - 1)
+
+
+def batch_seed(seed: int, iteration: int, rank: int) -> int:
+    """Torch / Python seed of the batch augmentation of ``rank``'s batch of ``iteration``."""
+    state = np.random.SeedSequence([seed, _TAG_BATCH, iteration, rank]).generate_state(1, np.uint64)[0]
+    return int(state) & ((1 << 63) - 1)
+
+
+class _seeded_rngs:
+    """Context: torch's CPU generator and Python's ``random`` seeded with ``seed``, both restored
+    on exit (``torch.random.fork_rng`` for the first)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._fork = torch.random.fork_rng(devices=[])
+
+    def __enter__(self):
+        self._py_state = random.getstate()
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+        random.seed(self.seed)
+
+    def __exit__(self, *exc):
+        random.setstate(self._py_state)
+        return self._fork.__exit__(*exc)
 
 
 def replacement(seed: int, epoch: int, index: int, attempt: int, num_samples: int) -> Tuple[int, int]:
@@ -80,30 +112,34 @@ class _MappedDataset(torchdata.Dataset):
     """Dataset dicts + mapper, indexed by ``SampleKey`` (the augmentation RNG is set per key);
     unreadable images are replaced deterministically (module docstring)."""
 
-    def __init__(self, dicts: Sequence[Dict[str, Any]], mapper, seed: int):
+    def __init__(self, dicts: Sequence[Dict[str, Any]], mapper, seed: int, tag_iteration: bool = False):
         self._dicts = DatasetFromList(list(dicts), copy=False, serialize=True)
         self._mapper = mapper
         self._seed = seed
+        self._takes_epoch = bool(getattr(mapper, "takes_epoch", False))
+        self._tag_iteration = tag_iteration
 
     def __len__(self) -> int:
         return len(self._dicts)
 
     def __getitem__(self, key: SampleKey) -> Dict[str, Any]:
-        index, epoch, size, strong = key
+        index, epoch, size, strong, it = key
         candidate, aug_seed = index, sample_seed(self._seed, epoch, index)
         bad: List[Tuple[str, str]] = []
+        extra = {"epoch": epoch} if self._takes_epoch else {}
         for attempt in range(MAX_REPLACEMENTS + 1):
             record = self._dicts[candidate]
             try:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(aug_seed)
-                    sample = self._mapper(record, image_size=size, strong_augment=strong)
+                with _seeded_rngs(aug_seed):
+                    sample = self._mapper(record, image_size=size, strong_augment=strong, **extra)
             except BAD_IMAGE_ERRORS as e:
                 bad.append((record["file_name"], str(e)))
                 candidate, aug_seed = replacement(self._seed, epoch, index, attempt, len(self))
                 continue
             if bad:
                 sample[_BAD_KEY] = bad
+            if self._tag_iteration:
+                sample[_ITER_KEY] = (epoch, it)
             return sample
         raise DataError(
             f"{len(bad)} images in a row cannot be read (replacing dataset index {index} in epoch "
@@ -129,6 +165,24 @@ def _identity_collate(batch: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return batch
 
 
+class _AugmentingCollate:
+    """Runs ``batch_augment(samples, epoch)`` (in the worker) under the batch's seeds."""
+
+    def __init__(self, batch_augment, seed: int, rank: int):
+        self.batch_augment = batch_augment
+        self.seed = seed
+        self.rank = rank
+
+    def __call__(self, batch: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        epoch, it = [s.pop(_ITER_KEY) for s in batch][0]
+        bad = {i: s.pop(_BAD_KEY) for i, s in enumerate(batch) if _BAD_KEY in s}
+        with _seeded_rngs(batch_seed(self.seed, it, self.rank)):
+            batch = self.batch_augment(batch, epoch)
+        for i, b in bad.items():
+            batch[i][_BAD_KEY] = b
+        return batch
+
+
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers are processes already; avoid oversubscribing the cores
 
@@ -144,6 +198,10 @@ class TrainLoader:
         num_workers: data-loading processes per rank (results do not depend on it).
         multiscale_sizes: square sizes drawn per iteration (``None``: mapper's ``image_size``).
         stop_aug_epoch: from this epoch on, strong augmentation and multi-scale stop (``None``: never).
+        batch_augment: ``f(samples, epoch) -> samples`` applied to each rank's batch in the
+            workers (DEIM: :class:`~mlla_rtdetr.data.batch_augment.DenseO2OBatchAugment`).
+            A mapper with ``takes_epoch`` is called with ``epoch=``; one with ``bind_dataset`` is
+            given the dataset (DEIM's Mosaic draws partner images from it).
         seed: the one seed of order, augmentation, sizes and replacements of unreadable images.
         start_iter: first iteration yielded (``set_start_iter`` changes it before iterating).
         shuffle: ``False`` visits the dataset in order every epoch.
@@ -167,6 +225,7 @@ class TrainLoader:
         world_size: Optional[int] = None,
         pin_memory: bool = False,
         max_bad_image_share: float = 0.01,
+        batch_augment=None,
     ):
         self.world_size = comm.get_world_size() if world_size is None else int(world_size)
         self.rank = comm.get_rank() if rank is None else int(rank)
@@ -204,7 +263,10 @@ class TrainLoader:
         self.start_iter = 0
         self.set_start_iter(start_iter)
         self.mapper = mapper
-        self._dataset = _MappedDataset(dataset, mapper, self.seed)
+        self.batch_augment = batch_augment
+        self._dataset = _MappedDataset(dataset, mapper, self.seed, tag_iteration=batch_augment is not None)
+        if hasattr(mapper, "bind_dataset"):
+            mapper.bind_dataset(self._dataset._dicts)
         self._order_cache: Dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ schedule
@@ -250,7 +312,7 @@ class TrainLoader:
     def batch_keys(self, it: int) -> List[SampleKey]:
         epoch = self.epoch_of(it)
         size, strong = self.image_size(it), self.strong_augment(epoch)
-        return [(i, epoch, size, strong) for i in self.batch_indices(it)]
+        return [(i, epoch, size, strong, it) for i in self.batch_indices(it)]
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[List[Dict[str, Any]]]:
@@ -258,7 +320,8 @@ class TrainLoader:
             self._dataset,
             batch_sampler=_EpochBatchSampler(self, self.start_iter),
             num_workers=self.num_workers,
-            collate_fn=_identity_collate,
+            collate_fn=_identity_collate if self.batch_augment is None
+            else _AugmentingCollate(self.batch_augment, self.seed, self.rank),
             worker_init_fn=_worker_init if self.num_workers > 0 else None,
             pin_memory=self.pin_memory,
         )
@@ -278,7 +341,8 @@ class TrainLoader:
             f"TrainLoader(num_samples={self.num_samples}, total_batch_size={self.total_batch_size}, "
             f"batch_size={self.batch_size}, rank={self.rank}/{self.world_size}, iters_per_epoch="
             f"{self.iters_per_epoch}, multiscale_sizes={self.multiscale_sizes}, stop_aug_epoch="
-            f"{self.stop_aug_epoch}, seed={self.seed}, start_iter={self.start_iter}, num_workers={self.num_workers})"
+            f"{self.stop_aug_epoch}, seed={self.seed}, start_iter={self.start_iter}, num_workers={self.num_workers}, "
+            f"batch_augment={self.batch_augment!r})"
         )
 
 
@@ -294,12 +358,13 @@ def build_train_loader(
     shuffle: bool = True,
     pin_memory: bool = False,
     max_bad_image_share: float = 0.01,
+    batch_augment=None,
 ) -> TrainLoader:
     """LazyCall target of ``dataloader.train`` (see TrainLoader)."""
     loader = TrainLoader(
         dataset, mapper, total_batch_size, num_workers=num_workers, multiscale_sizes=multiscale_sizes,
         stop_aug_epoch=stop_aug_epoch, seed=seed, start_iter=start_iter, shuffle=shuffle, pin_memory=pin_memory,
-        max_bad_image_share=max_bad_image_share,
+        max_bad_image_share=max_bad_image_share, batch_augment=batch_augment,
     )
     logger.info("Built %r", loader)
     return loader

@@ -1,7 +1,7 @@
 """Dataset dict -> model input dict (see the model contract in CONTRACTS.md)."""
 from __future__ import annotations
 
-import copy
+import random
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -14,9 +14,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..errors import DataError
 from .image_io import read_image_pil
-from .transforms import build_test_transforms, build_train_transforms, to_hw
+from .transforms import Mosaic, build_test_transforms, build_train_transforms, to_hw
 
-__all__ = ["RTDETRDatasetMapper", "annotations_to_xyxy"]
+__all__ = ["RTDETRDatasetMapper", "DenseO2ODatasetMapper", "annotations_to_xyxy"]
 
 
 def annotations_to_xyxy(annotations: Sequence[Dict[str, Any]]) -> Tuple[np.ndarray, np.ndarray]:
@@ -83,36 +83,28 @@ class RTDETRDatasetMapper:
                 self._cache[key] = build_test_transforms(size)
         return self._cache[key]
 
-    def __call__(
-        self,
-        dataset_dict: Dict[str, Any],
-        image_size: Optional[Sequence[int]] = None,
-        strong_augment: bool = True,
-    ) -> Dict[str, Any]:
-        d = copy.copy(dataset_dict)
-        file_name = d["file_name"]
+    def load_sample(self, dataset_dict: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """Read a record: ``(sample, meta)``, the sample dict before augmentation (PIL image,
+        ``BoundingBoxes`` XYXY clipped to the image, non-empty, crowd boxes dropped, as official
+        ``ConvertCocoPolysToMask``; int64 ``labels``) and the output fields of the record."""
+        file_name = dataset_dict["file_name"]
         try:
             image = read_image_pil(file_name)
         except (FileNotFoundError, OSError) as e:
-            raise type(e)(f"{e} (dataset record image_id={d.get('image_id')!r})") from None
+            raise type(e)(f"{e} (dataset record image_id={dataset_dict.get('image_id')!r})") from None
         w, h = image.size
-        if "height" in d and "width" in d and (d["height"], d["width"]) != (h, w):
+        if "height" in dataset_dict and "width" in dataset_dict and (dataset_dict["height"], dataset_dict["width"]) != (h, w):
             raise DataError(
-                f"Image {file_name} (image_id={d.get('image_id')!r}) is {w}x{h} (w x h, EXIF "
-                f"orientation applied) but its dataset record says {d['width']}x{d['height']}."
+                f"Image {file_name} (image_id={dataset_dict.get('image_id')!r}) is {w}x{h} (w x h, EXIF "
+                f"orientation applied) but its dataset record says {dataset_dict['width']}x{dataset_dict['height']}."
             )
-        out = {
+        meta = {
             "file_name": file_name,
-            "image_id": d.get("image_id"),
-            "height": int(d.get("height", h)),
-            "width": int(d.get("width", w)),
+            "image_id": dataset_dict.get("image_id"),
+            "height": int(dataset_dict.get("height", h)),
+            "width": int(dataset_dict.get("width", w)),
         }
-        transforms = self.transforms(image_size, strong_augment)
-        if not self.is_train:
-            out["image"] = TF.pil_to_tensor(transforms(image)).contiguous()
-            return out
-
-        boxes, classes = annotations_to_xyxy(d.get("annotations", []))
+        boxes, classes = annotations_to_xyxy(dataset_dict.get("annotations", []))
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -122,11 +114,127 @@ class RTDETRDatasetMapper:
             "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(boxes), format="XYXY", canvas_size=(h, w)),
             "labels": torch.from_numpy(classes),
         }
-        sample = transforms(sample)
+        return sample, meta
+
+    @staticmethod
+    def model_input(sample: Dict[str, Any], meta: Dict[str, Any]) -> Dict[str, Any]:
+        """Transformed sample -> model input dict (uint8 image, ``instances`` in its pixels)."""
         img = TF.pil_to_tensor(sample["image"]).contiguous()
         instances = Instances(tuple(img.shape[-2:]))
         instances.gt_boxes = Boxes(sample["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4))
         instances.gt_classes = sample["labels"].to(torch.int64)
-        out["image"] = img
-        out["instances"] = instances
-        return out
+        return dict(meta, image=img, instances=instances)
+
+    def __call__(
+        self,
+        dataset_dict: Dict[str, Any],
+        image_size: Optional[Sequence[int]] = None,
+        strong_augment: bool = True,
+    ) -> Dict[str, Any]:
+        transforms = self.transforms(image_size, strong_augment)
+        if not self.is_train:
+            sample, meta = self.load_sample(dict(dataset_dict, annotations=[]))
+            return dict(meta, image=TF.pil_to_tensor(transforms(sample["image"])).contiguous())
+        sample, meta = self.load_sample(dataset_dict)
+        return self.model_input(transforms(sample), meta)
+
+
+class _RecordSamples:
+    """``Sequence`` view of dataset records as un-augmented samples (Mosaic's partners)."""
+
+    def __init__(self, records: Sequence[Dict[str, Any]], mapper: RTDETRDatasetMapper):
+        self.records = records
+        self.mapper = mapper
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        return self.mapper.load_sample(self.records[index])[0]
+
+
+class DenseO2ODatasetMapper(RTDETRDatasetMapper):
+    """DEIM's "Dense O2O" train mapper: the RT-DETR mapper with Mosaic and DEIM's 4-stage epoch
+    policy (official ``deim_r18vd_120e_coco``: ``policy_epochs=(4, 64, 117)``).
+
+    ============================  ===============================================================
+    epoch                         pipeline
+    ============================  ===============================================================
+    ``< policy_epochs[0]``        no augmentation: flip + resize + sanitize
+    ``[p0, p1)``                  with probability ``mosaic_prob`` (``random.random() <= p``):
+                                  Mosaic + photometric (no ZoomOut / IoUCrop); else the RT-DETR
+                                  strong pipeline
+    ``[p1, p2)``                  the RT-DETR strong pipeline
+    ``>= policy_epochs[2]``       no augmentation
+    ============================  ===============================================================
+
+    Called by the train loader as ``mapper(d, image_size, strong_augment, epoch=e)`` (it binds
+    the dataset the Mosaic partners are drawn from with :meth:`bind_dataset`); ``strong_augment
+    =False`` (the loader's ``stop_aug_epoch``) also means no augmentation. ``epoch=None`` is the
+    RT-DETR strong pipeline. The Mosaic choice and partners use Python's ``random``, everything
+    else torch's generator (the loader seeds both per sample).
+    """
+
+    takes_epoch = True
+
+    def __init__(
+        self,
+        *args: Any,
+        policy_epochs: Sequence[int] = (4, 64, 117),
+        mosaic_prob: float = 0.5,
+        mosaic_output_size: int = 320,
+        mosaic_rotation: float = 10.0,
+        mosaic_translate: Sequence[float] = (0.1, 0.1),
+        mosaic_scale: Sequence[float] = (0.5, 1.5),
+        mosaic_fill: float = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        if not self.is_train:
+            raise ValueError("DenseO2ODatasetMapper is a train mapper; use RTDETRDatasetMapper(is_train=False).")
+        epochs = [int(e) for e in policy_epochs]
+        if len(epochs) != 3 or epochs != sorted(epochs) or epochs[0] < 0:
+            raise ValueError(f"policy_epochs must be 3 non-decreasing epochs [start_aug, stop_mosaic, stop_aug], "
+                             f"got {list(policy_epochs)}")
+        if not 0.0 <= float(mosaic_prob) <= 1.0:
+            raise ValueError(f"mosaic_prob must be in [0, 1], got {mosaic_prob}")
+        self.policy_epochs = tuple(epochs)
+        self.mosaic_prob = float(mosaic_prob)
+        self.mosaic = Mosaic(mosaic_output_size, rotation=mosaic_rotation, translate=mosaic_translate,
+                             scale=mosaic_scale, fill=mosaic_fill)
+
+    def bind_dataset(self, records: Sequence[Dict[str, Any]]) -> None:
+        """The records Mosaic draws its three partner images from (the training set)."""
+        self.mosaic.source = _RecordSamples(records, self)
+
+    def stage(self, epoch: Optional[int]) -> str:
+        """``"none"``, ``"mosaic"`` (Mosaic allowed) or ``"strong"`` for ``epoch``."""
+        if epoch is None:
+            return "strong"
+        start, stop_mosaic, stop = self.policy_epochs
+        if epoch < start or epoch >= stop:
+            return "none"
+        return "mosaic" if epoch < stop_mosaic else "strong"
+
+    def pipeline(self, image_size: Optional[Sequence[int]], kind: str):
+        """The (cached) v2 pipeline ``kind`` = "none" / "strong" / "mosaic" for one output size."""
+        size = self.image_size if image_size is None else to_hw(image_size)
+        key = ("dense_o2o", size, kind)
+        if key not in self._cache:
+            self._cache[key] = build_train_transforms(
+                size, strong=kind != "none", mosaic=self.mosaic if kind == "mosaic" else None, **self.aug_kwargs
+            )
+        return self._cache[key]
+
+    def __call__(
+        self,
+        dataset_dict: Dict[str, Any],
+        image_size: Optional[Sequence[int]] = None,
+        strong_augment: bool = True,
+        epoch: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        kind = self.stage(epoch) if strong_augment else "none"
+        if kind == "mosaic" and not random.random() <= self.mosaic_prob:
+            kind = "strong"
+        sample, meta = self.load_sample(dataset_dict)
+        return self.model_input(self.pipeline(image_size, kind)(sample), meta)

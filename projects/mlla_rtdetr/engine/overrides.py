@@ -163,13 +163,13 @@ def _node_replacement(cfg, key: str, value):
         return None
     try:
         target = locate(value["_target_"]) if isinstance(value["_target_"], str) else value["_target_"]
-    except Exception:
-        raise OverrideError(f"'{key}': cannot import _target_ '{value['_target_']}'.") from None
+    except ImportError as e:  # detectron2's locate reports every name it cannot find as ImportError
+        raise OverrideError(f"'{key}': cannot import _target_ '{value['_target_']}' ({e}).") from None
     own = node._get_node("_target_")
     own = own._value() if hasattr(own, "_value") else own
     try:
         own = locate(own) if isinstance(own, str) else own
-    except Exception:
+    except ImportError:  # a target gone since the config was saved: the override replaces it
         own = None
     new = OmegaConf.create(value, flags={"allow_objects": True})
     params = _target_params(new)

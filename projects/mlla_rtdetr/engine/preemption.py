@@ -66,11 +66,6 @@ def install_handlers(signals: Sequence[str] = _DEFAULT_SIGNALS) -> None:
             signal.signal(sig, _handler)
 
 
-def request_stop(signum: int = signal.SIGUSR1) -> None:
-    """Raise the flag as if ``signum`` had been received (for tests and manual control)."""
-    _handler(signum, None)
-
-
 def stop_requested() -> Optional[int]:
     """Signal number that requested a stop in this process, or None."""
     return _State.requested

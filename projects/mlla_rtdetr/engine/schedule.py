@@ -8,11 +8,16 @@ param group's initial lr. :func:`lr_schedule` builds one from human units::
                    warmup=2000, warmup_unit="iter")
 
 ``max_iter`` and ``iters_per_epoch`` are left ``None`` in configs; the engine fills them in
-(see :func:`mlla_rtdetr.engine.defaults.build_lr_scheduler`) once the train loader is known, so
+(see :func:`mlla_rtdetr.engine.builders.build_lr_multiplier`) once the train loader is known, so
 milestones in epochs follow the dataset size and total batch size.
 
 Warm-up follows RT-DETR's ``LinearWarmup``: iteration ``i`` (0-based) uses
-``min(1, (i + 1) / warmup_iters)`` times the main schedule.
+``min(1, (i + 1) / warmup_iters)`` times the main schedule. DEIM's ``FlatCosineLRScheduler`` is
+``flat_cosine`` with ``warmup_method="quadratic"``: ``(i / warmup_iters) ** 2`` during the warm-up
+(replacing the main schedule, as official), then 1 until ``flat``, a cosine to ``min_factor``
+(DEIM's ``lr_gamma``) at ``decay_end`` = the end minus DEIM's ``no_aug_epoch``, and ``min_factor``
+for the rest. (The official solver sets the lr after each step, so its iteration ``i`` runs with
+the value of ``i - 1``; here iteration ``i`` runs with the value of ``i``.)
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ __all__ = ["IterationSchedule", "lr_schedule", "to_iterations", "SCHEDULE_NAMES"
 
 SCHEDULE_NAMES = ("constant", "multistep", "cosine", "flat_cosine")
 UNITS = ("epoch", "iter")
+WARMUP_METHODS = ("linear", "constant", "quadratic")
 
 
 def to_iterations(value: float, unit: str, iters_per_epoch: Optional[int]) -> int:
@@ -53,8 +59,9 @@ class IterationSchedule(ParamScheduler):
         milestones: iterations at which "multistep" multiplies the factor by ``gamma``.
         gamma: multistep decay factor.
         warmup_iters: linear warm-up length in iterations (0 disables it).
-        warmup_method: "linear" (RT-DETR: ``(i + 1) / warmup_iters``) or "constant"
-            (``warmup_factor`` during warm-up).
+        warmup_method: "linear" (RT-DETR: ``(i + 1) / warmup_iters``), "constant"
+            (``warmup_factor`` during warm-up) or "quadratic" (DEIM: ``(i / warmup_iters) ** 2``,
+            in place of the main schedule).
         warmup_factor: start factor of "linear" warm-up (0 reproduces RT-DETR exactly; the factor
             ramps from ``warmup_factor + (1 - warmup_factor) / warmup_iters`` to 1).
         flat_iters: "flat_cosine" keeps the factor at 1 for this many iterations, then decays.
@@ -81,8 +88,8 @@ class IterationSchedule(ParamScheduler):
             raise ValueError(f"Unknown lr schedule {name!r}; choose one of {SCHEDULE_NAMES}")
         if max_iter <= 0:
             raise ValueError(f"max_iter must be positive, got {max_iter}")
-        if warmup_method not in ("linear", "constant"):
-            raise ValueError(f"warmup_method must be 'linear' or 'constant', got {warmup_method!r}")
+        if warmup_method not in WARMUP_METHODS:
+            raise ValueError(f"warmup_method must be one of {WARMUP_METHODS}, got {warmup_method!r}")
         if list(milestones) != sorted(milestones):
             raise ValueError(f"milestones must be increasing, got {list(milestones)}")
         self.name = name
@@ -98,6 +105,8 @@ class IterationSchedule(ParamScheduler):
 
     def value_at_iter(self, it: int) -> float:
         """The lr factor used by iteration ``it`` (0-based)."""
+        if self.warmup_method == "quadratic" and it < self.warmup_iters:
+            return (it / self.warmup_iters) ** 2
         return self._warmup(it) * self._main(it)
 
     def __call__(self, where: float) -> float:

@@ -22,26 +22,17 @@ from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
 from ..errors import ConfigError
+from .builders import build_ema, build_evaluator, build_lr_multiplier, build_model, build_optimizer
 from .checkpointer import BestCheckpointer, Checkpointer, PeriodicCheckpointer
+from .classes import check_num_classes, prepare_data
 from .init_checkpoint import load_init_checkpoint
-from .defaults import (
-    TRAINING_SECTIONS,
-    TrainingLength,
-    build_ema,
-    build_evaluator,
-    build_lr_multiplier,
-    build_model,
-    build_optimizer,
-    check_num_classes,
-    load_config,
-    prepare_data,
-    resolve_training_length,
-    save_config,
-    setup_process,
-)
+from .process import setup_process
+from .recipe import TRAINING_SECTIONS, load_config, save_config
+from .training_length import TrainingLength, resolve_training_length
 from .device import create_ddp_model, device_for_process
 from .data_faults import BadImageHook
 from .ema import EMAHook, ModelEMA, unwrap_model
+from .ema_restart import EMARestartHook
 from .evaluation import evaluate_model
 from .preemption import PreemptionHook
 from .trainer import Trainer
@@ -134,6 +125,20 @@ def _best_metric(cfg: DictConfig) -> Optional[str]:
     return metric or None
 
 
+def _ema_restart_hook(cfg: DictConfig, ema: Optional[ModelEMA], length: TrainingLength) -> Optional[HookBase]:
+    """DEIM's EMA restart per ``train.model_ema.restart_epoch`` / ``restart_decay`` (None: off)."""
+    epoch = cfg.train.model_ema.get("restart_epoch")
+    if epoch is None or ema is None:
+        return None
+    if not length.iters_per_epoch:
+        raise ConfigError("train.model_ema.restart_epoch needs a train loader with iters_per_epoch.")
+    if not _best_metric(cfg):
+        raise ConfigError("train.model_ema.restart_epoch restarts from model_best.pth: set "
+                          "train.checkpointer.best_metric (e.g. 'auto').")
+    return EMARestartHook(ema, os.path.join(cfg.train.output_dir, "model_best.pth"),
+                          int(epoch) * length.iters_per_epoch, float(cfg.train.model_ema.get("restart_decay", 0.9999)))
+
+
 def build_hooks(cfg: DictConfig, trainer: Trainer, checkpointer: Checkpointer, ema: Optional[ModelEMA],
                 lr_multiplier, evaluation: Evaluation, length: TrainingLength) -> List[HookBase]:
     """The trainer's hooks, in the order they run after each step."""
@@ -142,6 +147,7 @@ def build_hooks(cfg: DictConfig, trainer: Trainer, checkpointer: Checkpointer, e
         d2_hooks.IterationTimer(),
         # Right after the optimizer step: everything below sees (and saves) the updated average.
         EMAHook(ema, trainer.model) if ema is not None else None,
+        _ema_restart_hook(cfg, ema, length),
         d2_hooks.LRScheduler(scheduler=lr_multiplier),
         # Before the checkpointers: they store the metrics of an evaluation of the same iteration.
         d2_hooks.EvalHook(length.eval_period, lambda: evaluation.run(trainer.iter), eval_after_train=True),

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import submitit
 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
@@ -58,29 +58,27 @@ class TrainJob(submitit.helpers.Checkpointable):
     Args:
         argv: train_net arguments (``--config-file X [--eval-only] key=value ...``);
             ``--num-gpus``/``--num-machines`` are taken from the job's task layout.
-        run_dir: if given, rank 0 records status in ``run_dir/sweep_run.json``.
         script: the training script (tools/train_net.py).
-        record: extra fields for the run record (sweep name, swept values ...).
+        on_status: if given, rank 0 calls ``on_status(**fields)`` when the run starts (status
+            "running", job id, attempt, host, argv) and ends (status "finished" | "requeued" |
+            "failed", return code or error), e.g. to keep a run record next to the run's output.
+            It is pickled with the job: a module-level function or a ``functools.partial`` of one.
     """
 
     def __init__(
         self,
         argv: Sequence[str],
-        run_dir: Optional[str] = None,
         script: Optional[str] = None,
-        record: Optional[dict] = None,
+        on_status: Optional[Callable[..., object]] = None,
     ):
         self.argv = list(argv)
-        self.run_dir = None if run_dir is None else str(run_dir)
         self.script = str(script or TRAIN_NET)
-        self.record = dict(record or {})
+        self.on_status = on_status
         self.attempt = 0
 
-    def _update_record(self, rank: int, **fields):
-        if self.run_dir is not None and rank == 0:
-            from mlla_rtdetr.sweep.records import update_record
-
-            update_record(self.run_dir, **fields)
+    def _report(self, rank: int, **fields):
+        if self.on_status is not None and rank == 0:
+            self.on_status(**fields)
 
     def __call__(self):
         job_env = submitit.JobEnvironment()
@@ -92,9 +90,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
                 os.environ.pop(var, None)
         rank = dist_env.rank
-        self._update_record(
+        self._report(
             rank,
-            **self.record,
             status="running",
             job_id=job_env.job_id,
             attempt=self.attempt,
@@ -111,19 +108,19 @@ class TrainJob(submitit.helpers.Checkpointable):
             result = launch_from_args(module.main, args)
         except SystemExit as e:
             if e.code not in (0, None):
-                self._update_record(rank, status="requeued" if _requeued(e) else "failed", returncode=e.code)
+                self._report(rank, status="requeued" if _requeued(e) else "failed", returncode=e.code)
             raise
         except BaseException as e:
-            self._update_record(rank, status="failed", error=f"{type(e).__name__}: {e}")
+            self._report(rank, status="failed", error=f"{type(e).__name__}: {e}")
             raise
-        self._update_record(rank, status="finished", returncode=0,
+        self._report(rank, status="finished", returncode=0,
                             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         return _plain(result)
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on preemption/time-out (after PreemptionHook saved the iteration):
         resubmit the same run with ``--resume``."""
-        job = TrainJob(with_resume(self.argv), run_dir=self.run_dir, script=self.script, record=self.record)
+        job = TrainJob(with_resume(self.argv), script=self.script, on_status=self.on_status)
         job.attempt = self.attempt + 1
         return submitit.helpers.DelayedSubmission(job)
 

@@ -7,6 +7,7 @@ fresh). Locally, the process output goes to ``<run_dir>/stdout.log`` and the out
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -179,8 +180,8 @@ def submit_slurm(
     jobs_fns = []
     for run, argv in zip(runs, argvs):
         run.output_dir.mkdir(parents=True, exist_ok=True)
-        jobs_fns.append(TrainJob(argv, run_dir=str(run.output_dir), script=script,
-                                 record=_record_fields(run, sweep_name)))
+        on_status = functools.partial(update_record, str(run.output_dir), **_record_fields(run, sweep_name))
+        jobs_fns.append(TrainJob(argv, script=script, on_status=on_status))
     submitted = []
     with executor.batch():
         for fn in jobs_fns:

@@ -45,13 +45,9 @@ def model_key(cfg) -> str:
 
 def count_params(cfg) -> int:
     """Number of (unique) parameters of ``instantiate(cfg.model)``."""
-    from detectron2.config import instantiate
+    from mlla_rtdetr.config import instantiate_on_meta
 
-    try:
-        with torch.device("meta"):
-            model = instantiate(cfg.model)
-    except Exception:  # some constructors compute on real tensors; fall back to CPU
-        model = instantiate(cfg.model)
+    model = instantiate_on_meta(cfg.model)
     return sum(p.numel() for p in model.parameters())
 
 

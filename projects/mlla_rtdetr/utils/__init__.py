@@ -1,4 +1,4 @@
-"""Code shared by the analysis / benchmark / demo / export tools in ``tools/`` (they load configs
+"""Code shared by the analysis / benchmark / predict / export tools in ``tools/`` (they load configs
 and build models with :func:`mlla_rtdetr.engine.load_config` / :func:`~mlla_rtdetr.engine.build_model`).
 
 * :mod:`.flops`      parameter counts and fvcore FLOP counting (fvcore counts one multiply-add as
@@ -10,5 +10,6 @@ and build models with :func:`mlla_rtdetr.engine.load_config` / :func:`~mlla_rtde
 * :mod:`.report`     markdown tables and JSON result files.
 * :mod:`.onnx_utils` ONNX export wrappers, onnxruntime execution and output comparison.
 * :mod:`.visualize`  drawing detections on images.
-* :mod:`.media`      image folders and video files (PyAV) for the demo.
+* :mod:`.media`      image folders and video files (PyAV) for tools/predict.py.
+* :mod:`.console`    the tools' progress lines (``[tool HH:MM:SS] message``).
 """

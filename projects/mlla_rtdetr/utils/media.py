@@ -1,4 +1,4 @@
-"""Image / folder / video inputs and outputs of the demo (videos through PyAV)."""
+"""Image / folder / video inputs and outputs of tools/predict.py (videos through PyAV)."""
 from __future__ import annotations
 
 import os

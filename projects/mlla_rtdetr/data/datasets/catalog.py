@@ -11,7 +11,7 @@ builtin COCO / VOC names, the embedded synthetic dataset, a Python registration)
 
 The class names come from the dataset; ``class_names`` (optional) pins them: VOC reads those
 classes in that order, COCO and YOLO must have exactly them. After a run started, the run's
-``config.yaml`` holds the class names, so a re-run, ``--resume`` or ``tools/demo.py`` with it
+``config.yaml`` holds the class names, so a re-run, ``--resume`` or ``tools/predict.py`` with it
 knows them without the data and fails if the data's classes changed.
 """
 from __future__ import annotations

@@ -150,7 +150,7 @@ def _build_trunk(module: nn.Module, in_chans: int, embed_dim: int, depths: Seque
         raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length.")
     module.patch_embed = Stem(in_chans, embed_dim)
     # Stochastic depth grows linearly over all blocks of the full model.
-    dpr = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]
+    dpr = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]  # not on meta
     module.layers = nn.ModuleList()
     for i in range(num_stages):
         module.layers.append(MLLAStage(

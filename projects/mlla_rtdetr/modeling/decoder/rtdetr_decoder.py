@@ -62,11 +62,13 @@ def generate_anchors(
         anchors (1, N, 4) float32, valid_mask (1, N, 1) bool.
     """
     anchors = []
+    cpu = torch.device("cpu")  # computed on the CPU whatever the default device (meta, when counting)
     for lvl, (h, w) in enumerate(spatial_shapes):
         grid_y, grid_x = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+            torch.arange(h, dtype=torch.float32, device=cpu), torch.arange(w, dtype=torch.float32, device=cpu),
+            indexing="ij",
         )
-        grid_xy = (torch.stack([grid_x, grid_y], -1) + 0.5) / torch.tensor([w, h], dtype=torch.float32)
+        grid_xy = (torch.stack([grid_x, grid_y], -1) + 0.5) / torch.tensor([w, h], dtype=torch.float32, device=cpu)
         wh = torch.full_like(grid_xy, grid_size * (2.0**lvl))
         anchors.append(torch.cat([grid_xy, wh], -1).reshape(1, h * w, 4))
     anchors = torch.cat(anchors, 1)

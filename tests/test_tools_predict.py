@@ -1,4 +1,4 @@
-"""tools/demo.py on the tiny config: drawn PNGs / video written at the original sizes, detections
+"""tools/predict.py on the tiny config: drawn PNGs / video written at the original sizes, detections
 listed in original-image pixels above the score threshold."""
 import json
 
@@ -23,7 +23,7 @@ def test_draw_detections_threshold_and_colors():
         draw_detections(img.astype(np.float32), boxes, torch.ones(2), torch.zeros(2, dtype=torch.long))
 
 
-def test_demo_images_folder_and_video(tmp_path):
+def test_predict_images_folder_and_video(tmp_path):
     av = pytest.importorskip("av")
     from mlla_rtdetr.utils.media import VideoWriter
 
@@ -39,7 +39,7 @@ def test_demo_images_folder_and_video(tmp_path):
             writer.write(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
 
     out = tmp_path / "out"
-    tool = load_tool("demo")
+    tool = load_tool("predict")
     summary = tool.main(["--config-file", TINY_CONFIG, "--checkpoint", "", "--input", str(folder), str(video),
                          "--output", str(out), "--score-threshold", "0.0", "--batch-size", "2"])
     for i, (h, w) in enumerate(sizes):
@@ -65,7 +65,7 @@ def test_demo_images_folder_and_video(tmp_path):
     assert summary["results"][str(folder / "img0.png")]["detections"] == []
 
 
-def test_demo_rejects_missing_input(tmp_path):
-    tool = load_tool("demo")
+def test_predict_rejects_missing_input(tmp_path):
+    tool = load_tool("predict")
     with pytest.raises(FileNotFoundError, match="neither a file nor a folder"):
         tool.main(["--config-file", TINY_CONFIG, "--input", str(tmp_path / "nope.png"), "--output", str(tmp_path)])

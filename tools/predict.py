@@ -13,9 +13,9 @@ pictures with boxes, class names and scores.
 
 Example::
 
-  python tools/demo.py --config-file projects/mlla_rtdetr/configs/rtdetr_tiny_synthetic.py \\
+  python tools/predict.py --config-file projects/mlla_rtdetr/configs/rtdetr_tiny_synthetic.py \\
       --checkpoint output/rtdetr_tiny_synthetic/model_final.pth --input img1.png some_folder/ \\
-      --output output/demo --score-threshold 0.5
+      --output output/predictions --score-threshold 0.5
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -32,12 +31,12 @@ from PIL import Image
 
 from mlla_rtdetr.engine import build_model, load_config
 from mlla_rtdetr.errors import run_main
+from mlla_rtdetr.utils.console import tool_log
 from mlla_rtdetr.utils.media import VideoWriter, collect_images, is_video, read_video_frames, video_fps
 from mlla_rtdetr.utils.visualize import draw_detections
 
 
-def log(msg: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = tool_log("predict")
 
 
 class Predictor:
