@@ -61,7 +61,7 @@ def run_detections(run_dir: str, checkpoint: str, use_ema: bool, device: str) ->
     detections are computed (and kept in the run) on first use."""
     from detectron2.config import instantiate
 
-    from mlla_rtdetr.data.evaluation import ensure_coco_json
+    from mlla_rtdetr.data import ensure_coco_json
     from mlla_rtdetr.engine import build_evaluator, build_model, evaluate_model, load_config
 
     config = os.path.join(run_dir, "config.yaml")
