@@ -38,5 +38,6 @@ setup(
     extras_require={
         "fast-eval": ["faster-coco-eval"],
         "tools": ["onnx", "onnxruntime", "matplotlib", "tensorboard", "submitit", "av"],
+        "figures": ["matplotlib", "faster-coco-eval", "tidecv", "grad-cam"],
     },
 )

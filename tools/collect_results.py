@@ -14,7 +14,17 @@ Latency (ms). Best value per column in bold. Params/GFLOPs/latency come from
 ``<run_dir>/model_stats.json`` (tools/analyze_model.py, tools/benchmark.py); missing params are
 counted from the run's config, missing GFLOPs with ``--analyze``, missing latency with ``--latency``
 (tools/benchmark.py's inference case: batch 1, deploy(), median of ``--latency-iters`` calls, all
-distinct models of the table timed interleaved in one process).
+distinct models of the table timed interleaved in one process), or from a ``tools/benchmark.py
+inference --output`` JSON (``--benchmark``; matched by config name, it overrides the runs' own).
+
+Figures for a paper (PNG next to the tables):
+
+    tools/collect_results.py output/sweeps/placement --benchmark bench.json --plot latency_ms gflops
+        -> <out>_AP_vs_latency_ms.png, <out>_AP_vs_gflops.png: AP (--plot-metric) against each cost,
+           one point per row of the seeds table (mean ± std) or per run, with the Pareto front
+    tools/collect_results.py output/sweeps/placement --curves total_loss bbox_ema/AP
+        -> <out>_curve_total_loss.png ...: the logged value against the iteration, mean ± std band
+           over the seeds of each row
 """
 from __future__ import annotations
 
@@ -25,8 +35,18 @@ from pathlib import Path
 
 from mlla_rtdetr.errors import UserError, run_main
 from mlla_rtdetr.sweep.records import merge_model_stats
-from mlla_rtdetr.sweep.results import STAT_KEYS, collect
-from mlla_rtdetr.sweep.table import DEFAULT_SEED_KEY, per_run_table, seed_table, to_csv, to_markdown
+from mlla_rtdetr.sweep.results import COCO_KEYS, STAT_KEYS, benchmark_stats, collect, run_config_name
+from mlla_rtdetr.sweep.table import (
+    DEFAULT_SEED_KEY,
+    group_by_seed,
+    per_run_table,
+    seed_table,
+    table_points,
+    to_csv,
+    to_markdown,
+)
+
+COST_COLUMNS = {"latency_ms": "Latency (ms)", "gflops": "GFLOPs", "params": "Params (M)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all", action="store_true",
                         help="also list runs that have no evaluation results yet")
     parser.add_argument("--no-write", action="store_true", help="only print the tables")
+    parser.add_argument("--benchmark", default=None,
+                        help="tools/benchmark.py inference JSON: latency / GFLOPs / params per config name")
+    parser.add_argument("--plot", nargs="+", default=[], choices=sorted(COST_COLUMNS),
+                        help="cost-accuracy figures: --plot-metric against each of these costs")
+    parser.add_argument("--plot-metric", default="AP", choices=COCO_KEYS, help="accuracy axis of --plot")
+    parser.add_argument("--curves", nargs="+", default=[], metavar="KEY",
+                        help="training-curve figures of these metrics.json keys (e.g. total_loss, bbox_ema/AP)")
     return parser
 
 
@@ -115,6 +142,49 @@ def fill_latency(results, input_size, threads, device: str, iters: int) -> None:
             r.stats["latency_ms"] = timed[name]["latency_ms"]
 
 
+def fill_from_benchmark(results, path: str) -> None:
+    stats = benchmark_stats(Path(path))
+    for r in results:
+        found = stats.get(run_config_name(r) or "")
+        if found:
+            r.stats.update(found)
+    unmatched = [r.name for r in results if (run_config_name(r) or "") not in stats]
+    if unmatched:
+        logging.warning(f"{path} has no model of {', '.join(unmatched)} (its models: {', '.join(stats)}).")
+
+
+def plot_figures(args, results, table, out: Path):
+    """The cost-accuracy and training-curve PNGs asked for; returns their paths."""
+    from mlla_rtdetr.utils.paper_figures import plot_cost_accuracy, plot_seed_curves
+    from mlla_rtdetr.utils.plots import metric_series, read_metrics_json
+
+    written = []
+    for cost in args.plot:
+        header = COST_COLUMNS[cost]
+        try:
+            points = table_points(table, header, args.plot_metric)
+        except KeyError:
+            points = []
+        if not points:
+            raise UserError(f"No run has both {args.plot_metric} and {header}: add --benchmark, --latency "
+                            "or --analyze (GFLOPs).")
+        path = out.parent / f"{out.name}_{args.plot_metric}_vs_{cost}.png"
+        written.append(plot_cost_accuracy(points, header, f"{args.plot_metric} (%)", str(path),
+                                          title=f"{args.plot_metric} vs {header} ({table.title.lower()})"))
+    groups = group_by_seed(results, args.seed_key)
+    for key in args.curves:
+        series = [(" ".join(gkey), [metric_series(read_metrics_json(str(r.run_dir / "metrics.json")), key)
+                                    for r in members if (r.run_dir / "metrics.json").is_file()])
+                  for gkey, members in groups.items()]
+        series = [(name, [s for s in runs if len(s[0])]) for name, runs in series]
+        series = [(name, runs) for name, runs in series if runs]
+        if not series:
+            raise UserError(f"No run logged {key!r} in its metrics.json.")
+        path = out.parent / f"{out.name}_curve_{key.replace('/', '_')}.png"
+        written.append(plot_seed_curves(series, str(path), key, log_y="loss" in key))
+    return written
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -129,6 +199,8 @@ def main(argv=None) -> int:
     if not results:
         print("collect_results: error: no run has evaluation results.", file=sys.stderr)
         return 1
+    if args.benchmark:
+        fill_from_benchmark(results, args.benchmark)
     fill_stats(results, args.analyze, args.input_size, not args.no_params)
     if args.latency:
         if args.latency_iters < 1:
@@ -155,6 +227,7 @@ def main(argv=None) -> int:
             seeds_csv = out.parent / (out.name + "_seeds.csv")
             seeds_csv.write_text(to_csv(seeds))
             written.append(seeds_csv)
+        written += plot_figures(args, results, seeds or table, out)
         print("Wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -15,9 +15,10 @@ import argparse
 import os
 import sys
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mlla_rtdetr.errors import run_main
+from mlla_rtdetr.utils.visualize import class_color, class_name, draw_boxes
 
 
 def parse_args(argv=None):
@@ -32,27 +33,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _palette(k: int):
-    hues = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
-    return hues[k % len(hues)]
-
-
 def draw_sample(sample, class_names):
-    """PIL image of a mapped sample (``image`` (3, H, W) uint8) with its gt boxes and names."""
-    img = Image.fromarray(sample["image"].permute(1, 2, 0).numpy(), "RGB")
-    draw = ImageDraw.Draw(img)
+    """PIL image of a mapped sample (``image`` (3, H, W) uint8) with its gt boxes and class names."""
+    image = sample["image"].permute(1, 2, 0).numpy()
     inst = sample.get("instances")
-    if inst is not None:
-        for box, cls in zip(inst.gt_boxes.tensor.tolist(), inst.gt_classes.tolist()):
-            colour = _palette(cls)
-            draw.rectangle(box, outline=colour, width=2)
-            name = class_names[cls] if cls < len(class_names) else str(cls)
-            tx, ty = box[0] + 2, max(box[1] - 11, 0)
-            tw = draw.textlength(name)
-            draw.rectangle((tx - 1, ty, tx + tw + 1, ty + 10), fill=colour)
-            draw.text((tx, ty - 1), name, fill=(255, 255, 255))
-    return img
+    if inst is None:
+        return Image.fromarray(image, "RGB")
+    classes = inst.gt_classes.tolist()
+    drawn = draw_boxes(image, inst.gt_boxes.tensor, [class_name(c, class_names) for c in classes],
+                       [class_color(c) for c in classes])
+    return Image.fromarray(drawn, "RGB")
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..errors import PathNotFoundError
+from ..errors import DataError, PathNotFoundError
 from .records import MODEL_STATS, RUN_RECORD, SWEEP_MANIFEST, read_json, read_model_stats, read_record
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,39 @@ def collect(roots: Sequence[Path], task: str = "auto") -> List[RunResult]:
     return results
 
 
+def benchmark_stats(path: Path) -> Dict[str, Dict[str, float]]:
+    """``{config name: {"latency_ms", "gflops", "params"}}`` from a ``tools/benchmark.py
+    inference --output`` JSON: per model, its first row (the plainest variant measured) at the
+    smallest batch size; latency is the median time per image, GFLOPs are present with --flops."""
+    data = read_json(Path(path))
+    if data is None:
+        raise PathNotFoundError(f"Benchmark file '{path}' does not exist.")
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if data.get("mode") not in ("inference", None) or not isinstance(rows, list) or not all(
+            isinstance(r, dict) and "config" in r and "per_image_ms" in r for r in rows):
+        raise DataError(f"'{path}' is not the JSON of `tools/benchmark.py inference --output` "
+                        f"(mode {data.get('mode')!r}).")
+    out: Dict[str, Dict[str, float]] = {}
+    smallest: Dict[str, int] = {}
+    for r in rows:
+        smallest[r["config"]] = min(smallest.get(r["config"], r["batch_size"]), r["batch_size"])
+    for r in rows:
+        if r["config"] in out or r["batch_size"] != smallest[r["config"]]:
+            continue
+        out[r["config"]] = {k: float(v) for k, v in (("latency_ms", r["per_image_ms"]), ("gflops", r.get("gflops")),
+                                                     ("params", r.get("params"))) if v is not None}
+    return out
+
+
+def run_config_name(result: "RunResult") -> Optional[str]:
+    """The config file stem of a run (its record's config, or the swept config axis)."""
+    config = result.record.get("config_file") or result.swept.get("config")
+    return Path(str(config)).stem if config else None
+
+
 __all__ = [
+    "benchmark_stats",
+    "run_config_name",
     "COCO_KEYS",
     "STAT_KEYS",
     "METRICS_FILE",

@@ -142,6 +142,38 @@ def _mean_std(values: Sequence[float], with_std: bool = True) -> Cell:
     return Cell(mean, std, n)
 
 
+def group_by_seed(runs: Sequence[RunResult], seed_key: str = DEFAULT_SEED_KEY) -> Dict[Tuple[str, ...], List[RunResult]]:
+    """Runs that differ only in ``seed_key``, keyed by their other swept values (in run order);
+    every run is its own group when no run sweeps ``seed_key``."""
+    keys = _swept_keys(runs)
+    if seed_key not in keys:
+        return {(r.name,): [r] for r in runs}
+    group_keys = [k for k in keys if k != seed_key]
+    groups: Dict[Tuple[str, ...], List[RunResult]] = {}
+    for r in runs:
+        groups.setdefault(tuple(_key_value(r, k) for k in group_keys), []).append(r)
+    return groups
+
+
+def table_points(table: Table, x_header: str, y_header: str) -> List[Dict[str, object]]:
+    """The rows of ``table`` that have both columns as ``{"name", "x", "y", "y_std"}`` (name: the
+    row's key cells; a seeds table's count of seeds left out) for a cost-accuracy plot."""
+    headers = [c.header for c in table.columns]
+    missing = [h for h in (x_header, y_header) if h not in headers]
+    if missing:
+        raise KeyError(f"The table has no column {missing}; it has {headers}.")
+    jx, jy = headers.index(x_header), headers.index(y_header)
+    seeds = bool(table.key_headers) and table.key_headers[-1] == "seeds"
+    points = []
+    for keys, cells in zip(table.keys, table.cells):
+        if cells[jx].mean is None or cells[jy].mean is None:
+            continue
+        name_keys = keys[:-1] if seeds else keys
+        points.append({"name": " ".join(name_keys) or "-", "x": cells[jx].mean, "y": cells[jy].mean,
+                       "y_std": cells[jy].std})
+    return points
+
+
 def seed_table(
     runs: Sequence[RunResult],
     seed_key: str = DEFAULT_SEED_KEY,
@@ -153,9 +185,7 @@ def seed_table(
         return None
     group_keys = [k for k in keys if k != seed_key]
     cols = _used_columns(runs, columns)
-    groups: Dict[Tuple[str, ...], List[RunResult]] = {}
-    for r in runs:
-        groups.setdefault(tuple(_key_value(r, k) for k in group_keys), []).append(r)
+    groups = group_by_seed(runs, seed_key)
     headers = _headers(group_keys) if group_keys else []
     table = Table(key_headers=headers + ["seeds"], columns=cols, title="Mean ± std over seeds")
     for gkey, members in groups.items():

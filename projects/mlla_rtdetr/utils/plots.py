@@ -1,7 +1,7 @@
 """Training-curve plots (from detectron2's ``metrics.json``) and ground truth vs prediction
 pictures, for ``tools/run_demo.py``.
 
-Label strings come from :mod:`.visualize`; here ground truth and predictions get two fixed,
+Boxes are drawn by :func:`.visualize.draw_boxes`; here ground truth and predictions get two fixed,
 distinct colours (not per-class colours) so the two sets can be told apart on one picture.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .visualize import detection_labels
+from .visualize import class_name, detection_labels, draw_boxes
 
 __all__ = [
     "GT_COLOR",
@@ -144,47 +144,17 @@ def draw_gt_and_predictions(
     Returns:
         (round(H*scale), round(W*scale), 3) uint8 RGB.
     """
-    from PIL import Image, ImageDraw, ImageFont
-
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"Expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
-    h, w = image.shape[:2]
-    H, W = int(round(h * scale)), int(round(w * scale))
-    canvas = Image.fromarray(np.ascontiguousarray(image))
-    if (H, W) != (h, w):
-        canvas = canvas.resize((W, H), Image.BILINEAR)
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=font_size)
-
-    def _scaled(boxes: torch.Tensor) -> np.ndarray:
-        boxes = boxes.detach().float().cpu().reshape(-1, 4).numpy() * scale
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, W - 1)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, H - 1)
-        return boxes
-
-    def _box(xyxy, label: str, color, below: bool) -> None:
-        x0, y0, x1, y1 = (float(v) for v in xyxy)
-        draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
-        l, t, r, b = draw.textbbox((0, 0), label, font=font)
-        tw, th = r - l + 4, b - t + 4
-        ty = y1 if below else y0 - th
-        if ty < 0 or ty + th > H:  # no room outside the box: put the label inside
-            ty = y1 - th if below else y0
-        tx = min(max(x0, 0), max(W - tw, 0))
-        draw.rectangle((tx, ty, tx + tw, ty + th), fill=color)
-        draw.text((tx + 2 - l, ty + 2 - t), label, fill=(0, 0, 0), font=font)
-
-    gt = _scaled(gt_boxes)
-    for xyxy, c in zip(gt, gt_classes.tolist()):
-        name = class_names[int(c)] if class_names is not None and 0 <= int(c) < len(class_names) else str(int(c))
-        _box(xyxy, f"gt {name}", GT_COLOR, below=True)
     keep = (pred_scores.detach().cpu() >= score_threshold).numpy()
-    pred = _scaled(pred_boxes)[keep]
-    labels = detection_labels(pred_classes.cpu().numpy()[keep].tolist(),
-                              pred_scores.detach().cpu().numpy()[keep].tolist(), class_names)
-    for xyxy, label in zip(pred, labels):
-        _box(xyxy, label, PRED_COLOR, below=False)
-    return np.asarray(canvas).copy()
+    gt_classes = gt_classes.reshape(-1).tolist()
+    pred_labels = detection_labels(pred_classes.cpu().numpy()[keep].tolist(),
+                                   pred_scores.detach().cpu().numpy()[keep].tolist(), class_names)
+    boxes = torch.cat([gt_boxes.detach().float().cpu().reshape(-1, 4),
+                       pred_boxes.detach().float().cpu().reshape(-1, 4)[torch.from_numpy(keep)]])
+    return draw_boxes(
+        image, boxes, [f"gt {class_name(c, class_names)}" for c in gt_classes] + pred_labels,
+        [GT_COLOR] * len(gt_classes) + [PRED_COLOR] * len(pred_labels), width=width, scale=scale,
+        font_size=font_size, label_below=[True] * len(gt_classes) + [False] * len(pred_labels),
+    )
 
 
 def save_png(image: np.ndarray, path: str) -> str:

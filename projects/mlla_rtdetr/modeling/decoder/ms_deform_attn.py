@@ -219,6 +219,44 @@ class MSDeformableAttention(nn.Module):
         init.xavier_uniform_(self.output_proj.weight)
         init.constant_(self.output_proj.bias, 0)
 
+    def sampling_locations_and_weights(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: Sequence[Tuple[int, int]],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Where each query samples and with what weight (also what attention figures show).
+
+        Args:
+            query: (B, Lq, C).
+            reference_points: (B, Lq, 1, 4) normalized cxcywh boxes, or (B, Lq, L, 2) points.
+            spatial_shapes: [(H_l, W_l)].
+
+        Returns:
+            locations (B, Lq, n_heads, sum(num_points), 2): normalized (x, y), points grouped level
+            by level; weights (B, Lq, n_heads, sum(num_points)): softmax over all points of a head.
+        """
+        bs, len_q = query.shape[:2]
+        total_points = sum(self.num_points_list)
+        offsets = self.sampling_offsets(query).reshape(bs, len_q, self.num_heads, total_points, 2)
+        weights = self.attention_weights(query).reshape(bs, len_q, self.num_heads, total_points)
+        weights = F.softmax(weights, dim=-1)
+
+        if reference_points.shape[-1] == 4:
+            scale = self.num_points_scale.to(dtype=query.dtype).unsqueeze(-1)
+            offset = offsets * scale * reference_points[:, :, None, :, 2:] * self.offset_scale
+            locations = reference_points[:, :, None, :, :2] + offset
+        elif reference_points.shape[-1] == 2:
+            normalizer = torch.tensor(spatial_shapes, dtype=query.dtype, device=query.device).flip([1])
+            # expand per-level reference points / normalizers to each level's points
+            repeats = torch.tensor(self.num_points_list, device=query.device)
+            normalizer = normalizer.repeat_interleave(repeats, dim=0)  # (P_total, 2)
+            ref = reference_points.repeat_interleave(repeats, dim=2)  # (B, Lq, P_total, 2)
+            locations = ref[:, :, None] + offsets / normalizer
+        else:
+            raise ValueError(f"Last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}.")
+        return locations, weights
+
     def forward(
         self,
         query: torch.Tensor,
@@ -238,9 +276,7 @@ class MSDeformableAttention(nn.Module):
         Returns:
             (B, Lq, C)
         """
-        bs, len_q = query.shape[:2]
-        len_v = value.shape[1]
-        total_points = sum(self.num_points_list)
+        bs, len_v = value.shape[:2]
 
         if self.projections:
             value = self.value_proj(value)
@@ -248,23 +284,6 @@ class MSDeformableAttention(nn.Module):
             value = value * value_mask.to(value.dtype).unsqueeze(-1)
         value = value.reshape(bs, len_v, self.num_heads, self.head_dim)
 
-        offsets = self.sampling_offsets(query).reshape(bs, len_q, self.num_heads, total_points, 2)
-        weights = self.attention_weights(query).reshape(bs, len_q, self.num_heads, total_points)
-        weights = F.softmax(weights, dim=-1)
-
-        if reference_points.shape[-1] == 4:
-            scale = self.num_points_scale.to(dtype=query.dtype).unsqueeze(-1)
-            offset = offsets * scale * reference_points[:, :, None, :, 2:] * self.offset_scale
-            locations = reference_points[:, :, None, :, :2] + offset
-        elif reference_points.shape[-1] == 2:
-            normalizer = torch.tensor(spatial_shapes, dtype=query.dtype, device=query.device).flip([1])
-            # expand per-level reference points / normalizers to each level's points
-            repeats = torch.tensor(self.num_points_list, device=query.device)
-            normalizer = normalizer.repeat_interleave(repeats, dim=0)  # (P_total, 2)
-            ref = reference_points.repeat_interleave(repeats, dim=2)  # (B, Lq, P_total, 2)
-            locations = ref[:, :, None] + offsets / normalizer
-        else:
-            raise ValueError(f"Last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}.")
-
+        locations, weights = self.sampling_locations_and_weights(query, reference_points, spatial_shapes)
         output = deformable_attention_core(value, spatial_shapes, locations, weights, self.num_points_list, self.method)
         return self.output_proj(output) if self.projections else output
