@@ -30,10 +30,13 @@ from mlla_rtdetr.modeling.layers import (
 )
 from mlla_rtdetr.modeling.layers.mlla import elu_plus_one
 from mlla_rtdetr.engine import build_model, load_config
-from parity_utils import TEST_THREADS
+from parity_utils import TEST_THREADS, assert_same_detections, recorded_selection
 
 pytestmark = pytest.mark.numerics
 
+# The oneDNN training path is a 1x1 convolution; on one thread PyTorch itself dispatches it to its
+# native kernel instead of oneDNN's, so either op shows that the layer left the matmul path.
+CONV_OPS = {"aten::mkldnn_convolution", "aten::_convolution"}
 ACTS = [None, nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardsigmoid()]  # the last one is applied unfused
 
 
@@ -218,7 +221,6 @@ def test_deploy_is_the_fast_form_with_the_same_outputs(recipe):
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad(), onednn_kernels(False):
         ref_maps = _encoder_maps(model, x)
-        ref = model.forward_raw(x)
     deployed = copy.deepcopy(model).deploy()
     assert not deployed.training and deployed.channels_last
     assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in deployed.modules())
@@ -226,12 +228,20 @@ def test_deploy_is_the_fast_form_with_the_same_outputs(recipe):
                for m in deployed.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))
     with torch.no_grad():
         maps = _encoder_maps(deployed, x)
-        out = deployed.forward_raw(x)
     for a, b in zip(maps, ref_maps):
         assert a.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(out["pred_logits"], ref["pred_logits"], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(out["pred_boxes"], ref["pred_boxes"], rtol=1e-4, atol=1e-4)
+
+    def run(m, inject):  # near-tied queries may swap places: rows are compared aligned by anchor
+        with torch.no_grad(), recorded_selection(m.decoder, inject) as selection:
+            return m.forward_raw(x), selection
+
+    def run_reference(inject):
+        with onednn_kernels(False):
+            return run(model, inject)
+
+    assert_same_detections(run_reference, lambda inject: run(deployed, inject), atol=1e-4,
+                           k=model.decoder.num_queries)
 
 
 def test_inference_entry_points_use_the_deployed_model():
@@ -270,7 +280,7 @@ def test_linear_training_runs_onednn_with_the_same_values_and_gradients(act, sha
         return y.detach(), x.grad, layer.weight.grad, layer.bias.grad
 
     ops = _ops(lambda: step(True))
-    assert "aten::mkldnn_convolution" in ops and not ops & {"aten::mm", "aten::addmm"}, ops
+    assert ops & CONV_OPS and not ops & {"aten::mm", "aten::addmm"}, ops
     assert not ({"aten::mkldnn_convolution", "aten::convolution"} & _ops(lambda: step(False)))
     for got, ref in zip(step(True), step(False)):  # float32 sums over up to 2400 rows: other order
         assert got.shape == ref.shape
@@ -294,7 +304,7 @@ def test_linear_training_on_a_strided_input_and_frozen_weights():
     layer.weight.requires_grad_(False)
     x = torch.randn(1100, 128, requires_grad=True)
     xt = x.t().contiguous().t()  # same values, column-major storage
-    assert "aten::mkldnn_convolution" in _ops(lambda: layer(xt))
+    assert _ops(lambda: layer(xt)) & CONV_OPS
     y = layer(xt)
     y.sum().backward()
     torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
