@@ -124,7 +124,8 @@ def test_rope_tables_equal_official_derived_buffers(case):
         h, w, half, _ = entry["summary"]["shape"]
         cos2, sin2 = rope_tables(h, w, 2 * half)
         rotations = torch.stack([cos2[:, 0::2], sin2[:, 1::2]], dim=-1).reshape(h, w, half, 2)
-        ok, rep = check_summary(entry["summary"], rotations, rtol=0, atol=0)
+        # float32 cos / sin: exact on the CPU that made the fixture, within an ulp on other kernels
+        ok, rep = check_summary(entry["summary"], rotations, rtol=0, atol=2.4e-7)
         assert ok, f"{key}: {rep}"
 
 
