@@ -279,7 +279,7 @@ def test_undecodable_images_skipped_counted_and_resumable(work):
     metrics = [json.loads(line) for line in open(full / "metrics.json")]
     assert [m["data/bad_images"] for m in metrics if "total_loss" in m][-1] == 2
     log = (full / "log.txt").read_text()
-    assert log.count("Skipping an image that cannot be read (replaced") == 2  # once per image, visited twice
+    assert log.count("skips an image that cannot be read (replaced") == 2  # once per image, visited twice
     results = json.load(open(full / "eval_results.json"))["results"]
     assert results["images_ema"] == {"evaluated": 3, "skipped": 1}
     assert "Skipping an image that cannot be read (not evaluated): Cannot decode image trees_bad/images/val_1.jpg" in log

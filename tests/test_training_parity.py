@@ -127,6 +127,15 @@ def test_pipeline_pixels_labels_boxes_equal_official(pipeline):
     assert counts["train"] == 48 and counts["val"] == 4 and counts["uint8"] == 12 and counts["boxes"] > 50
 
 
+def test_recipe_norm_eps_values():
+    """Every norm of the recipe's model has the official eps 1e-5 (the training fixture cannot
+    resolve a LayerNorm eps of 1e-6 through three steps of float rounding)."""
+    model = instantiate(_recipe().model)
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm2d))
+             or type(m).__name__ == "FrozenBatchNorm2d"]
+    assert norms and all(m.eps == 1e-5 for m in norms), sorted({m.eps for m in norms})
+
+
 # ----------------------------------------------------------------------------- train steps
 def _ulp_neighbours(v: torch.Tensor, k: int):
     out, up, down = [v], v, v
