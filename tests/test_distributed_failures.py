@@ -3,7 +3,9 @@ and the cause, whatever started the processes: ``tools/train_net.py --num-gpus 2
 on CPU) and two processes started as torchrun starts them (``RANK``/``WORLD_SIZE``/... set).
 
 Rank 1 fails at iteration 2 of the real tiny recipe (a model written to disk wraps it): an error in
-its losses, a non-finite loss, or an image it cannot read (with ``max_bad_image_share=0``). Also:
+its losses, an error at the start of its forward pass (the other rank then waits in a SyncBN
+collective that rank 1 never joins), a non-finite loss, or an image it cannot read (with
+``max_bad_image_share=0``). Also:
 two processes resumed from a checkpoint end with the weights of the uninterrupted run.
 """
 import os
@@ -52,6 +54,9 @@ FAULTY = textwrap.dedent('''
             self.fail, self.fail_rank, self.fail_at, self.step = fail, fail_rank, fail_at, 0
 
         def forward(self, batched_inputs):
+            if self.training and self.fail == "early" and _failing_now(self.fail_rank, self.fail_at, self.step):
+                # before the forward's collectives (SyncBN, the box count): the other rank waits in one
+                raise RuntimeError("injected error before the forward's collectives")
             losses = super().forward(batched_inputs)
             if self.training:
                 now, self.step = _failing_now(self.fail_rank, self.fail_at, self.step), self.step + 1
@@ -126,6 +131,8 @@ def _stopped_at(out: Path, rank: int) -> str:
     return lines[-1]
 
 
+EARLY = (f"Training stopped at iteration {FAIL_AT} on all 2 processes: rank 1 failed in the forward pass or the "
+         "losses (RuntimeError: injected error before the forward's collectives)")
 NONFINITE = (f"Training stopped at iteration {FAIL_AT} on all 2 processes: rank 1 failed with a non-finite loss "
              "(non-finite loss terms {'loss_giou': nan}")
 
@@ -134,6 +141,7 @@ NONFINITE = (f"Training stopped at iteration {FAIL_AT} on all 2 processes: rank 
 @pytest.mark.parametrize("fail, expected_status, expected", [
     ("model.fail=error", 1, f"Training stopped at iteration {FAIL_AT} on all 2 processes: rank 1 failed in the "
                             "forward pass or the losses (RuntimeError: injected error in the losses)"),
+    ("model.fail=early", 1, EARLY),
     ("dataloader.train.mapper.fail=True", 2, "cannot be read, more than dataloader.train.max_bad_image_share=0.0"),
 ])
 def test_spawned_rank_failure_stops_every_rank_with_one_message(recipe, tmp_path, fail, expected_status, expected):
@@ -152,18 +160,20 @@ def test_spawned_rank_failure_stops_every_rank_with_one_message(recipe, tmp_path
         for rank in (0, 1):
             assert f"iteration {FAIL_AT} on all 2 processes: rank 1 failed" in _stopped_at(out, rank)
         # the failing rank's log keeps the traceback of an exception, the other rank's only the message
-        assert ("Traceback" in (out / "log.txt.rank1").read_text()) == (fail == "model.fail=error")
+        assert "Traceback" in (out / "log.txt.rank1").read_text()
         assert "Traceback" not in (out / "log.txt").read_text()
 
 
-def test_torchrun_style_rank_failure_stops_both_processes(recipe, tmp_path):
+@pytest.mark.parametrize("fail, expected", [("model.fail=nonfinite", NONFINITE), ("model.fail=early", EARLY)])
+def test_torchrun_style_rank_failure_stops_both_processes(recipe, tmp_path, fail, expected):
     """Processes started by torchrun / srun (nothing tears the others down): each ends by itself at
-    the same iteration, status 1, with the same message."""
+    the same iteration, status 1, with the same message; also when rank 0 is left waiting in a
+    collective of the forward pass."""
     out = tmp_path / "run"
     port = str(_free_port())
     procs = [subprocess.Popen(
         [sys.executable, str(TRAIN_NET), "--config-file", str(recipe), *SMALL, f"train.output_dir={out}",
-         "model.fail=nonfinite", "train.checkpointer.period=1"], cwd=REPO, stdout=subprocess.PIPE,
+         fail, "train.checkpointer.period=1"], cwd=REPO, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
         env=_env(recipe, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
                  MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
@@ -171,7 +181,7 @@ def test_torchrun_style_rank_failure_stops_both_processes(recipe, tmp_path):
     results = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, results):
         assert p.returncode == 1, err[-4000:]
-        assert err.count("train_net.py: error:") == 1 and NONFINITE in err, err[-4000:]
+        assert err.count("train_net.py: error:") == 1 and expected in err, err[-4000:]
         assert "Traceback" not in err, err[-4000:]
     for rank in (0, 1):
         assert f"iteration {FAIL_AT} on all 2 processes: rank 1 failed" in _stopped_at(out, rank)

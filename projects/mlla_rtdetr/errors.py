@@ -9,10 +9,13 @@ bug and keeps its traceback.
 
 import os
 import sys
-from typing import Any, Callable, Optional
+import time
+from typing import Any, Callable, NoReturn, Optional
 
 __all__ = ["UserError", "ConfigError", "DataError", "CheckpointError", "PathNotFoundError", "TrainingStopped",
-           "run_main"]
+           "run_main", "exit_now"]
+
+_entry_point: Optional[str] = None  # ``prog`` of the run_main running in this process, if any
 
 
 class UserError(Exception):
@@ -50,7 +53,8 @@ def run_main(main: Callable[[], Any], prog: Optional[str] = None) -> int:
 
     Usage at the bottom of a tool: ``sys.exit(run_main(main))``.
     """
-    prog = prog or os.path.basename(sys.argv[0])
+    global _entry_point
+    prog = _entry_point = prog or os.path.basename(sys.argv[0])
     try:
         status = main()
     except UserError as e:
@@ -60,3 +64,19 @@ def run_main(main: Callable[[], Any], prog: Optional[str] = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 1
     return status if isinstance(status, int) else 0
+
+
+def exit_now(error: Exception, launcher_wait_s: float = 60.0) -> NoReturn:
+    """End this process now, reporting a :class:`TrainingStopped` or :class:`UserError` as
+    :func:`run_main` would, with its status. A process started by ``--num-gpus`` has no entry
+    point of its own: its launcher reports the failing process's error and ends the others, so it
+    waits for that (at most ``launcher_wait_s``) rather than racing the failing process's report.
+
+    For a thread that must stop the process while its main thread cannot return: waiting in a
+    collective that a failed rank will never join."""
+    if _entry_point is not None:
+        print(f"{_entry_point}: error: {error}", file=sys.stderr, flush=True)
+    else:
+        time.sleep(launcher_wait_s)
+    sys.stdout.flush()
+    os._exit(2 if isinstance(error, UserError) else 1)

@@ -6,13 +6,13 @@ detectron2's ``AMPTrainer`` asserts CUDA; :class:`Trainer` runs the same step on
     -> step flags (one all-reduce: failures, finite check, stop request, unreadable images)
     -> zero_grad -> (scaled) backward -> unscale -> clip_grad_norm_ -> (scaler) step
 
-A failure on any rank (its data, forward pass or losses raise, or the loss is not finite) reaches
-every rank through the step flags (:mod:`.step_flags`): all ranks stop at that iteration with one
-message naming the rank and the cause, without relying on the launcher or the backend. Limit: the
-forward's own collectives (DDP's buffer broadcast, SyncBN, the criterion's box count) must have
-been met by every rank, which holds for the data (the previous batch stands in) and for everything
-from the losses on (matching, loss terms); an exception inside the model before them leaves the
-other ranks in that collective until the launcher or the process-group timeout ends them.
+A failure on any rank stops every rank at that iteration with one message naming the rank and the
+cause, without relying on the launcher or the backend (:mod:`.step_flags`). Unreadable data (the
+previous batch stands in, so the forward's collectives still meet) and a non-finite loss travel in
+the step flags. An exception in the model call or backward may leave the other ranks waiting in a
+collective this rank skipped, so it is announced out of band (:class:`.step_flags.FailureChannel`):
+the failing rank leaves the process group, and every rank whose collective then breaks reads the
+cause and stops with the same message.
 
 Seeding every iteration from (seed, rank, iteration) makes random ops inside the model (e.g.
 denoising-query noise) independent of what ran before, so a resumed run repeats exactly the
@@ -30,9 +30,9 @@ import torch
 from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 
-from ..errors import ConfigError, TrainingStopped, UserError
+from ..errors import ConfigError, TrainingStopped, UserError, exit_now
 from .preemption import stop_requested
-from .step_flags import FAILURE_KINDS, StepFlags, agree_step_flags
+from .step_flags import FAILURE_KINDS, Announcement, FailureChannel, StepFlags, agree_step_flags
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingStepError", "seed_iteration", "AMP_DTYPES", "resolve_amp_dtype"]
 
@@ -79,6 +79,20 @@ _TRACEBACK_FILTER = _NoTracebackWithoutCause()
 
 def _non_finite_terms(loss_dict: Dict[str, torch.Tensor]) -> Dict[str, float]:
     return {k: float(v.detach()) for k, v in loss_dict.items() if not torch.isfinite(v.detach()).all()}
+
+
+def _describe(code: int, error: Optional[BaseException], loss_dict: Dict[str, torch.Tensor]) -> Tuple[str, str]:
+    """(kind, cause) of a failure: kind "nonfinite", "user" or "error" picks the exception class."""
+    if code == 3:
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
+        cause = f"non-finite loss terms {_non_finite_terms(loss_dict)}; all terms: {terms}"
+    elif error is not None:
+        cause = f"{type(error).__name__}: {error}"
+    else:
+        cause = ""
+    kind = ("nonfinite" if code == 3 or isinstance(error, FloatingPointError)
+            else "user" if isinstance(error, UserError) else "error")
+    return kind, cause
 
 
 def seed_iteration(seed: int, rank: int, iteration: int) -> None:
@@ -134,13 +148,17 @@ class Trainer(SimpleTrainer):
         self._last_data = None
         self.step_flags: Optional[StepFlags] = None  # this step's agreed flags (read by hooks)
         self.bad_images = []  # (file_name, reason) of the unreadable images this rank met this step
+        self._failures: Optional[FailureChannel] = None
 
     def train(self, start_iter: int, max_iter: int):
         train_loop_logger = logging.getLogger("detectron2.engine.train_loop")
         train_loop_logger.addFilter(_TRACEBACK_FILTER)
+        self._failures = FailureChannel(on_stuck=self._stop_stuck_rank).start_watching()
         try:
             super().train(start_iter, max_iter)
         finally:
+            self._failures.stop_watching()
+            self._failures.acknowledge()  # after detectron2 logged the stop and ran after_train
             train_loop_logger.removeFilter(_TRACEBACK_FILTER)
 
     def run_step(self):
@@ -172,17 +190,23 @@ class Trainer(SimpleTrainer):
                     loss_dict = {"total_loss": loss_dict}
                 losses = sum(v.float() for v in loss_dict.values())
             except Exception as e:
-                failure = failure or (2, e)
+                self._stop_out_of_band(failure or (2, e))
         if failure is None and not bool(torch.isfinite(losses.detach())):
             failure = (3, None)
         # The step's one collective: before backward, whose all-reduce a stopped rank would never join.
-        self.step_flags = agree_step_flags(failure[0] if failure else 0, stop_requested() is not None,
-                                           len(self.bad_images))
+        try:
+            self.step_flags = agree_step_flags(failure[0] if failure else 0, stop_requested() is not None,
+                                               len(self.bad_images))
+        except Exception as e:
+            self._stop_out_of_band(None, e)
         if self.step_flags.failed_ranks:
             self._stop_all(failure, loss_dict)
 
         self.optimizer.zero_grad(set_to_none=True)
-        self.grad_scaler.scale(losses).backward()
+        try:
+            self.grad_scaler.scale(losses).backward()
+        except Exception as e:
+            self._stop_out_of_band((2, e))
         self.after_backward()
         grad_norm = None
         if self.clip_grad is not None:
@@ -198,45 +222,69 @@ class Trainer(SimpleTrainer):
         self.grad_scaler.update()
 
     def _stop_all(self, failure: Optional[Tuple[int, BaseException]], loss_dict: Dict[str, torch.Tensor]) -> None:
-        """Raise on every rank, at this iteration, one error naming the first failing rank and its
-        cause (the step is skipped: weights and the last checkpoint are untouched). The failing
-        rank chains its own exception, whose traceback its log keeps."""
+        """The step flags say a rank failed: raise on every rank, at this iteration, one error
+        naming the first failing rank and its cause (the step is skipped: weights and the last
+        checkpoint are untouched). The failing rank chains its own exception, whose traceback its
+        log keeps."""
         code, error = failure if failure else (0, None)
-        if code == 3:
-            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
-            cause = f"non-finite loss terms {_non_finite_terms(loss_dict)}; all terms: {terms}"
-        elif error is not None:
-            cause = f"{type(error).__name__}: {error}"
-        else:
-            cause = ""
-        kind = ("nonfinite" if code == 3 or isinstance(error, FloatingPointError)
-                else "user" if isinstance(error, UserError) else "error")
+        kind, cause = _describe(code, error, loss_dict)
         world = comm.get_world_size()
-        if world == 1:
-            if code in (1, 2) and kind != "nonfinite":
-                raise error  # a single process: the exception itself, unchanged
-            reports = [(kind, cause)]
-        else:
-            reports = comm.all_gather((kind, cause))  # rare: only when a rank failed
+        if world == 1 and code in (1, 2) and kind != "nonfinite":
+            raise error  # a single process: the exception itself, unchanged
+        reports = comm.all_gather((kind, cause)) if world > 1 else [(kind, cause)]  # rare: a rank failed
         rank = self.step_flags.failed_ranks[0]
-        kind, cause = reports[rank]
-        where = FAILURE_KINDS[self.step_flags.failures[rank]]
         others = [r for r in self.step_flags.failed_ranks if r != rank]
+        self._raise_stop(rank, self.step_flags.failures[rank], *reports[rank], world, others, error)
+
+    def _stop_out_of_band(self, failure: Optional[Tuple[int, BaseException]], error: Optional[BaseException] = None):
+        """This rank's model call, backward or step flags raised. If another rank announced a
+        failure, this error is its consequence (a collective that rank left): stop with that rank's
+        message. Otherwise the failure (code, exception) is this rank's own: announce it and stop."""
+        world = comm.get_world_size()
+        announcement = self._failures.received() if self._failures is not None else None
+        if announcement is not None:
+            self._raise_stop(announcement.rank, announcement.code, announcement.kind, announcement.cause, world,
+                             [], None)
+        if failure is None:
+            raise error  # a collective failed and no rank said why: the backend's error is all there is
+        code, error = failure
+        kind, cause = _describe(code, error, {})
+        if world == 1 and kind != "nonfinite":
+            raise error
+        rank = comm.get_rank()
+        if self._failures is not None:
+            self._failures.announce(Announcement(rank, self.iter, code, kind, cause))  # leaves the group
+        self._raise_stop(rank, code, kind, cause, world, [], error)
+
+    def _raise_stop(self, rank: int, code: int, kind: str, cause: str, world: int, others, error) -> None:
+        raise self._stop_error(self.iter, rank, code, kind, cause, world, others, error) from error
+
+    def _stop_stuck_rank(self, announcement: Announcement) -> None:
+        """The failure watcher's action (another thread): this rank's main thread waits in a
+        collective that the failed rank left and will not return; report the stop and exit."""
+        a = announcement
+        error = self._stop_error(a.iteration, a.rank, a.code, a.kind, a.cause, self._failures.world, [], None)
+        logging.getLogger("detectron2.engine.train_loop").error(str(error))
+        self._failures.acknowledge()
+        exit_now(error)
+
+    @staticmethod
+    def _stop_error(iteration: int, rank: int, code: int, kind: str, cause: str, world: int, others,
+                    error: Optional[BaseException]) -> Exception:
+        """The one error every rank raises when a step failed (``error``: this rank's own cause)."""
         message = (
-            f"Training stopped at iteration {self.iter}"
+            f"Training stopped at iteration {iteration}"
             + (f" on all {world} processes: rank {rank} failed" if world > 1 else " (1 process): the step failed")
-            + f" {where} ({cause})."
+            + f" {FAILURE_KINDS[code]} ({cause})."
             + (f" Ranks {others} failed too." if others else "")
             + " The optimizer step was skipped; the last saved checkpoint is intact."
         )
         if kind == "nonfinite":
             message += " Try a lower lr, gradient clipping (train.clip_grad) or disabling AMP."
-            cls = NonFiniteLossError
-        else:
-            cls = UserError if kind == "user" else TrainingStepError
-            if world > 1 and comm.get_rank() != rank:
-                message += f" Rank {rank}'s log has the traceback."
-        raise cls(message) from error
+            return NonFiniteLossError(message)
+        if world > 1 and error is None:
+            message += f" Rank {rank}'s log has the traceback."
+        return UserError(message) if kind == "user" else TrainingStepError(message)
 
     def state_dict(self):
         ret = super().state_dict()
