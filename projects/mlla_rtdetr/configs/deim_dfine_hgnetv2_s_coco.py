@@ -33,7 +33,7 @@ optimizer = deim.optimizer
 optimizer.lr = 4e-4
 optimizer.weight_decay = 1e-4
 optimizer.params.rules = [
-    dict(pattern=r"^(?=.*backbone)(?!.*bn).*$", lr_mult=0.5),
+    dict(pattern=r"^(?=.*backbone)(?!.*bn).*$", lr=2e-4),
     dict(pattern=r"^(?=.*(?:norm|bn)).*$", weight_decay=0.0),
 ]
 
