@@ -2,7 +2,13 @@
 parameter count (``scripts/make_deim_float64_references.py --count-params`` builds each official
 model from its YAML, ShihuaHuang95/DEIM @ a9aa4ad, and counts every registered parameter, D-FINE's
 two fixed constants included), and the DEIM variants differ from their bases only by DEIM's
-model changes. Built on the meta device (no weights are allocated)."""
+model changes. Built on the meta device (no weights are allocated).
+
+The training recipes of every row equal the official YAMLs: every hyper-parameter, every
+parameter's lr and weight decay, and the lr factor of the official flat-cosine formula."""
+import math
+import re
+
 import pytest
 import torch
 from detectron2.config import instantiate
@@ -66,3 +72,189 @@ def test_official_dfine_constants_are_checked_not_loaded():
     official["decoder.decoder.reg_scale"] = torch.tensor([8.0])
     with pytest.raises(CheckpointConversionError, match=r"model.decoder.reg_scale=8"):
         convert_official_rtdetr(official, target=model)
+
+
+# ----------------------------------------------------------------------------- recipes
+# The official training hyper-parameters of every row, read off ShihuaHuang95/DEIM @ a9aa4ad
+# (configs/deim_dfine/*.yml, configs/deim_rtdetrv2/*.yml with their includes: base/dataloader.yml,
+# base/optimizer.yml / rt_optimizer.yml, base/dfine_hgnetv2.yml / rtdetrv2_r50vd.yml, base/deim.yml /
+# rt_deim.yml). groups: the YAML's optimizer.params, in order: (regex, lr or None, weight_decay or None).
+# Schedule: lrsheduler flatcosine (warmup_iter, flat_epoch, no_aug_epoch, lr_gamma). Data: the
+# collate stop_epoch (multi-scale, EMA restart; D-FINE: also the augmentation policy's stop epoch),
+# base_size_repeat (None: no multi-scale), Dense O2O policy epochs and mixup_epochs (DEIM only).
+_BB = r"^(?=.*backbone)(?!.*norm|bn).*$"  # official spelling: in effect "backbone, no 'norm'"
+_BB_NORM = r"^(?=.*backbone)(?=.*norm|bn).*$"
+_ENC_DEC_NORM = r"^(?=.*(?:encoder|decoder))(?=.*(?:norm|bn)).*$"
+_ENC_DEC_NORM_BIAS = r"^(?=.*(?:encoder|decoder))(?=.*(?:norm|bn|bias)).*$"
+_NORM = r"^(?=.*(?:norm|bn)).*$"
+_DFINE_NSM = lambda bb: [(_BB, bb, None), (_BB_NORM, bb, 0.0), (_ENC_DEC_NORM_BIAS, None, 0.0)]  # noqa: E731
+_DFINE = dict(warmup_iter=500, flat_epoch=4000000, no_aug_epoch=0, lr_gamma=1.0, ema_warmups=1000, batch=32,
+              policy=None, mixup=None, restart_decay=0.9999)
+_DEIM_DFINE = dict(warmup_iter=2000, lr_gamma=0.5, ema_warmups=1000, batch=32, restart_decay=0.9999)
+_DEIM_RT = dict(warmup_iter=2000, lr_gamma=0.5, ema_warmups=2000, batch=16, restart_decay=0.9999, repeat=3)
+OFFICIAL_RECIPES = {
+    "dfine_hgnetv2_n_coco": dict(_DFINE, model="dfine_hgnetv2_n", epochs=160, batch=128, lr=8e-4, wd=1e-4,
+                                 groups=_DFINE_NSM(4e-4), stop=148, repeat=None),
+    "dfine_hgnetv2_s_coco": dict(_DFINE, model="dfine_hgnetv2_s", epochs=132, lr=2e-4, wd=1e-4,
+                                 groups=_DFINE_NSM(1e-4), stop=120, repeat=20),
+    "dfine_hgnetv2_m_coco": dict(_DFINE, model="dfine_hgnetv2_m", epochs=132, lr=2e-4, wd=1e-4,
+                                 groups=_DFINE_NSM(2e-5), stop=120, repeat=6),
+    "dfine_hgnetv2_l_coco": dict(_DFINE, model="dfine_hgnetv2_l", epochs=80, lr=2.5e-4, wd=1.25e-4,
+                                 groups=[(_BB, 1.25e-5, None), (_ENC_DEC_NORM, None, 0.0)], stop=72, repeat=4),
+    "dfine_hgnetv2_x_coco": dict(_DFINE, model="dfine_hgnetv2_x", epochs=80, lr=2.5e-4, wd=1.25e-4,
+                                 groups=[(_BB, 2.5e-6, None), (_ENC_DEC_NORM, None, 0.0)], stop=72, repeat=3,
+                                 restart_decay=0.9998),
+    "deim_dfine_hgnetv2_n_coco": dict(_DEIM_DFINE, model="deim_dfine_hgnetv2_n", epochs=160, batch=128, lr=8e-4,
+                                      wd=1e-4, groups=_DFINE_NSM(4e-4), flat_epoch=7800, no_aug_epoch=12,
+                                      lr_gamma=1.0, policy=[4, 78, 148], mixup=[4, 78], stop=148, repeat=None),
+    "deim_dfine_hgnetv2_s_coco": dict(_DEIM_DFINE, model="deim_dfine_hgnetv2_s", epochs=132, lr=4e-4, wd=1e-4,
+                                      groups=[(r"^(?=.*backbone)(?!.*bn).*$", 2e-4, None), (_NORM, None, 0.0)],
+                                      flat_epoch=64, no_aug_epoch=12, policy=[4, 64, 120], mixup=[4, 64], stop=120,
+                                      repeat=20),
+    "deim_dfine_hgnetv2_m_coco": dict(_DEIM_DFINE, model="deim_dfine_hgnetv2_m", epochs=102, lr=4e-4, wd=1e-4,
+                                      groups=[(r"^(?=.*backbone)(?!.*bn).*$", 4e-5, None), (_NORM, None, 0.0)],
+                                      flat_epoch=49, no_aug_epoch=12, policy=[4, 49, 90], mixup=[4, 49], stop=90,
+                                      repeat=6),
+    "deim_dfine_hgnetv2_l_coco": dict(_DEIM_DFINE, model="deim_dfine_hgnetv2_l", epochs=58, lr=5e-4, wd=1.25e-4,
+                                      groups=[(_BB, 2.5e-5, None), (_ENC_DEC_NORM, None, 0.0)], flat_epoch=29,
+                                      no_aug_epoch=8, policy=[4, 29, 50], mixup=[4, 29], stop=50, repeat=4),
+    "deim_dfine_hgnetv2_x_coco": dict(_DEIM_DFINE, model="deim_dfine_hgnetv2_x", epochs=58, lr=5e-4, wd=1.25e-4,
+                                      groups=[(_BB, 5e-6, None), (_ENC_DEC_NORM, None, 0.0)], flat_epoch=29,
+                                      no_aug_epoch=8, policy=[4, 29, 50], mixup=[4, 29], stop=50, repeat=3,
+                                      restart_decay=0.9998),
+    "deim_rtdetrv2_r18vd_120e_coco": dict(_DEIM_RT, model="deim_rtdetrv2_r18vd", epochs=120, lr=2e-4, wd=1e-4,
+                                          groups=[(_NORM, None, 0.0)], flat_epoch=64, no_aug_epoch=3,
+                                          policy=[4, 64, 117], mixup=[4, 64], stop=117),
+    "deim_rtdetrv2_r34vd_120e_coco": dict(_DEIM_RT, model="deim_rtdetrv2_r34vd", epochs=120, lr=2e-4, wd=1e-4,
+                                          groups=[(r"^(?=.*backbone)(?!.*norm).*$", 1e-4, None), (_NORM, None, 0.0)],
+                                          flat_epoch=64, no_aug_epoch=3, policy=[4, 64, 117], mixup=[4, 64], stop=117),
+    "deim_rtdetrv2_r50vd_m_60e_coco": dict(_DEIM_RT, model="deim_rtdetrv2_r50vd_m", epochs=60, lr=2e-4, wd=1e-4,
+                                           groups=[(r"^(?=.*backbone)(?!.*norm).*$", 2e-5, None), (_NORM, None, 0.0)],
+                                           flat_epoch=34, no_aug_epoch=2, policy=[4, 34, 58], mixup=[4, 34], stop=58),
+    "deim_rtdetrv2_r50vd_60e_coco": dict(_DEIM_RT, model="deim_rtdetrv2_r50vd", epochs=60, lr=2e-4, wd=1e-4,
+                                         groups=[(r"^(?=.*backbone)(?!.*norm).*$", 2e-5, None), (_NORM, None, 0.0)],
+                                         flat_epoch=34, no_aug_epoch=2, policy=[4, 34, 58], mixup=[4, 34], stop=58),
+    "deim_rtdetrv2_r101vd_60e_coco": dict(_DEIM_RT, model="deim_rtdetrv2_r101vd", epochs=60, lr=2e-4, wd=1e-4,
+                                          groups=[(_BB, 2e-6, None), (_NORM, None, 0.0)], flat_epoch=34,
+                                          no_aug_epoch=2, policy=[4, 34, 58], mixup=[4, 34], stop=58),
+}
+
+# hgnetv2.py / presnet.py of the official code: the file each backbone's `pretrained: True` loads
+OFFICIAL_IMAGENET = {
+    **{f"B{i}": f"PPHGNetV2_B{i}_stage1.pth" for i in range(7)},
+    "R18": "ResNet18_vd_pretrained_from_paddle.pth", "R34": "ResNet34_vd_pretrained_from_paddle.pth",
+    "R50": "ResNet50_vd_ssld_v2_pretrained_from_paddle.pth", "R101": "ResNet101_vd_ssld_pretrained_from_paddle.pth",
+}
+
+
+def official_param_groups(names, groups, lr, weight_decay):
+    """name -> (lr, weight_decay) the way the official ``get_optim_params`` assigns them: each YAML
+    group takes every name its regex finds (a name in two groups is an error there), the rest keep
+    the defaults."""
+    out = {}
+    for name in names:
+        hits = [g for g in groups if re.findall(g[0], name)]
+        assert len(hits) <= 1, f"{name} is in {len(hits)} official groups"
+        g_lr, g_wd = (hits[0][1], hits[0][2]) if hits else (None, None)
+        out[name] = (lr if g_lr is None else g_lr, weight_decay if g_wd is None else g_wd)
+    return out
+
+
+def official_scales(repeat, base=640):
+    """The official ``generate_scales(base_size, base_size_repeat)`` collate sizes."""
+    low, high = int(base * 0.75 / 32) * 32, int(base * 1.25 / 32) * 32
+    n = (base - low) // 32
+    return [low + 32 * i for i in range(n)] + [base] * repeat + [high - 32 * i for i in range(n)]
+
+
+def _our_groups(cfg, model):
+    cfg.optimizer.params.model = model
+    return {n: (g["lr"], g["weight_decay"]) for g in instantiate(cfg.optimizer.params) for n in g["names"]}
+
+
+@pytest.mark.parametrize("recipe", sorted(OFFICIAL_RECIPES))
+def test_recipe_equals_the_official_yaml(recipe):
+    from test_deim_training import official_flat_cosine
+
+    from mlla_rtdetr.config import instantiate_on_meta
+    from mlla_rtdetr.data import DenseO2ODatasetMapper, RTDETRDatasetMapper
+    from mlla_rtdetr.model_zoo import IMAGENET_WEIGHTS, zoo_entry
+
+    o = OFFICIAL_RECIPES[recipe]
+    cfg = load_config(f"{recipe}.py")
+    model = instantiate_on_meta(cfg.model)
+    entry = zoo_entry(recipe)
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[o["model"]] == entry.params
+    assert load_config(f"models/{o['model']}.py").model == cfg.model
+    # the official `pretrained` ImageNet file of the YAML's backbone (HGNetv2 name / PResNet depth)
+    backbone = cfg.model.backbone.get("name") or f"R{cfg.model.backbone.depth}"
+    assert entry.train_init == IMAGENET_WEIGHTS[entry.backbone] == OFFICIAL_IMAGENET[backbone]
+
+    # optimizer: AdamW, defaults and every trainable parameter's (lr, weight decay)
+    assert cfg.optimizer._target_ is torch.optim.AdamW and tuple(cfg.optimizer.betas) == (0.9, 0.999)
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (o["lr"], o["wd"])
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert _our_groups(cfg, model) == official_param_groups(names, o["groups"], o["lr"], o["wd"])
+
+    # schedule: the official flatcosine factor at every 7th iteration (100 iterations an epoch)
+    ipe, epochs = 100, o["epochs"]
+    assert cfg.train.epochs == epochs and cfg.train.max_iter is None
+    cfg.lr_multiplier.max_iter, cfg.lr_multiplier.iters_per_epoch = ipe * epochs, ipe
+    sched = instantiate(cfg.lr_multiplier)
+    for it in range(0, ipe * epochs, 7):
+        expected = official_flat_cosine(it, ipe * epochs, o["warmup_iter"], ipe * o["flat_epoch"],
+                                        ipe * o["no_aug_epoch"], 1.0, o["lr_gamma"])
+        assert sched.value_at_iter(it) == pytest.approx(expected, rel=1e-12, abs=1e-15), it
+
+    # data
+    train = cfg.dataloader.train
+    assert train.total_batch_size == o["batch"]
+    assert tuple(train.mapper.image_size) == (640, 640) and tuple(cfg.dataloader.test.mapper.image_size) == (640, 640)
+    assert list(cfg.model.decoder.eval_spatial_size) == [640, 640]
+    scales = None if o["repeat"] is None else official_scales(o["repeat"])
+    if o["policy"] is None:  # D-FINE: the RT-DETR pipeline, augmentation and multi-scale stop together
+        assert train.mapper._target_ is RTDETRDatasetMapper and train.get("batch_augment") is None
+        assert train.stop_aug_epoch == o["stop"]
+        assert (None if train.multiscale_sizes is None else instantiate(train.multiscale_sizes)) == scales
+    else:  # DEIM: Dense O2O
+        assert train.mapper._target_ is DenseO2ODatasetMapper and train.stop_aug_epoch is None
+        assert list(train.mapper.policy_epochs) == o["policy"] and train.mapper.mosaic_prob == 0.5
+        aug = train.batch_augment
+        assert list(aug.mixup_epochs) == o["mixup"] and aug.mixup_prob == 0.5 and aug.multiscale_stop_epoch == o["stop"]
+        assert train.multiscale_sizes is None
+        assert (None if aug.multiscale_sizes is None else instantiate(aug.multiscale_sizes)) == scales
+
+    # EMA (restarted at the collate stop epoch), clipping, AMP
+    ema = cfg.train.model_ema
+    assert (ema.enabled, ema.decay, ema.warmups) == (True, 0.9999, o["ema_warmups"])
+    assert (ema.restart_epoch, ema.restart_decay) == (o["stop"], o["restart_decay"])
+    assert cfg.train.clip_grad.enabled and cfg.train.clip_grad.max_norm == 0.1 and cfg.train.amp.enabled
+    assert cfg.train.output_dir == f"./output/{recipe}"
+
+
+@pytest.mark.parametrize("case, recipe", [("deim_rtdetrv2_r18vd", "deim_rtdetrv2_r18vd_120e_coco"),
+                                          ("deim_dfine_hgnetv2_s", "deim_dfine_hgnetv2_s_coco"),
+                                          ("dfine_hgnetv2_n", "dfine_hgnetv2_n_coco")])
+def test_recipe_groups_on_the_official_parameter_names(parity_dir, case, recipe):
+    """The official YAML groups applied to the official model's own parameter names (the parity
+    manifests list them) hold as many elements at each (lr, weight decay) as ours do."""
+    import json
+    from collections import Counter
+
+    from mlla_rtdetr.config import instantiate_on_meta
+
+    o = OFFICIAL_RECIPES[recipe]
+    rows = json.loads((parity_dir / "fixtures" / f"{case}.manifest.json").read_text())["rows"]
+    # D-FINE's fixed up / reg_scale are parameters without gradient: no optimizer group has them
+    rows = [r for r in rows if r["kind"] == "param" and not r["key"].endswith((".up", ".reg_scale"))]
+    official = official_param_groups([r["key"] for r in rows], o["groups"], o["lr"], o["wd"])
+    expected = Counter()
+    for r in rows:
+        expected[official[r["key"]]] += math.prod(r["shape"])
+    cfg = load_config(f"{recipe}.py")
+    model = instantiate_on_meta(cfg.model)
+    numel = dict(model.named_parameters())
+    ours = Counter()
+    for name, group in _our_groups(cfg, model).items():
+        ours[group] += numel[name].numel()
+    assert ours == expected and len(ours) >= 2
