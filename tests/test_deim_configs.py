@@ -258,3 +258,34 @@ def test_recipe_groups_on_the_official_parameter_names(parity_dir, case, recipe)
     for name, group in _our_groups(cfg, model).items():
         ours[group] += numel[name].numel()
     assert ours == expected and len(ours) >= 2
+
+
+# official_gflops of our models at 640 (as trained; the model-zoo README's "GFLOPs, ours" column)
+# and, for the D-FINE architectures, after deploy(): the published D-FINE numbers count the deployed
+# model, and the deployed count rounds to them.
+OURS_GFLOPS = {
+    "dfine_hgnetv2_n": (7.11, 7.10), "dfine_hgnetv2_s": (25.23, 25.06), "dfine_hgnetv2_m": (57.82, 56.51),
+    "dfine_hgnetv2_l": (92.87, 90.90), "dfine_hgnetv2_x": (206.72, 202.29),
+    "deim_rtdetrv2_r18vd": (61.05, 60.06), "deim_rtdetrv2_r34vd": (93.06, 92.08),
+    "deim_rtdetrv2_r50vd_m": (100.16, 99.17), "deim_rtdetrv2_r50vd": (137.06, 133.13),
+    "deim_rtdetrv2_r101vd": (259.77, 250.92),
+}
+
+
+@pytest.mark.parametrize("name", ["dfine_hgnetv2_n", "dfine_hgnetv2_s", "deim_rtdetrv2_r18vd"] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in sorted(OURS_GFLOPS)
+    if n not in ("dfine_hgnetv2_n", "dfine_hgnetv2_s", "deim_rtdetrv2_r18vd")])
+def test_official_gflops_of_the_dfine_and_deim_models(name):
+    from mlla_rtdetr.model_zoo import MODEL_ZOO
+    from mlla_rtdetr.utils.flops import official_gflops
+
+    torch.manual_seed(0)
+    model = instantiate(load_config(f"models/{name}.py").model).eval()
+    trained, deployed = OURS_GFLOPS[name]
+    assert round(official_gflops(model, 640, 640), 2) == trained
+    with torch.no_grad():
+        model.deploy()
+    assert round(official_gflops(model, 640, 640), 2) == deployed
+    published = {e.gflops for e in MODEL_ZOO if e.recipe.startswith((name, name.replace("dfine", "deim_dfine")))}
+    if name.startswith("dfine"):  # DEIM-D-FINE: same architecture, same count
+        assert published == {round(deployed)}

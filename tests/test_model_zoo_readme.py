@@ -14,6 +14,7 @@ from data_utils import synthetic_val_subset
 from mlla_rtdetr.config import config_path
 from mlla_rtdetr.model_zoo import MODEL_ZOO
 from parity_state import load_manifest, make_state
+from test_deim_configs import OURS_GFLOPS
 from tools_utils import ZOO_README, zoo_readme_command, zoo_readme_commands
 
 ROW = re.compile(
@@ -44,8 +45,8 @@ def _readme_rows(pattern=ROW):
 
 
 def test_dfine_deim_rows_with_their_numbers():
-    """Every D-FINE / DEIM row with its published numbers and our official-count GFLOPs (the
-    column's values, two decimals, are checked against the function in test_deim_configs.py)."""
+    """Every D-FINE / DEIM row with its published numbers and our official-count GFLOPs (measured
+    by test_deim_configs.py)."""
     listed = _readme_rows(DEIM_ROW)
     rows = [e for e in ROWS if e.table in DEIM_TABLES]
     assert len(rows) == 15 and set(listed) == {(e.recipe, e.weights) for e in rows}
@@ -54,6 +55,8 @@ def test_dfine_deim_rows_with_their_numbers():
         assert row["name"] == e.name and int(row["params"].replace(",", "")) == e.params
         assert float(row["gflops"]) == e.gflops and float(row["ap"]) == e.ap and e.ap50 is None
         assert float(row["latency"]) == e.latency_t4_ms
+        model = e.recipe.rsplit("_coco", 1)[0].replace("_120e", "").replace("_60e", "").replace("deim_dfine", "dfine")
+        assert float(row["ours"]) == OURS_GFLOPS[model][0]
 
 
 def test_every_official_row_with_its_numbers():
