@@ -289,3 +289,26 @@ def test_official_gflops_of_the_dfine_and_deim_models(name):
     published = {e.gflops for e in MODEL_ZOO if e.recipe.startswith((name, name.replace("dfine", "deim_dfine")))}
     if name.startswith("dfine"):  # DEIM-D-FINE: same architecture, same count
         assert published == {round(deployed)}
+
+
+def test_dfine_imagenet_file_starts_the_backbone(tmp_path, parity_dir):
+    """``train.init_checkpoint=PPHGNetV2_B0_stage1.pth`` (D-FINE's ImageNet B0: the backbone's own
+    keys, as the official parity manifest names them) loads into the D-FINE-N / -S backbone."""
+    import json
+
+    from mlla_rtdetr.engine import load_init_checkpoint
+    from parity_state import load_manifest, make_state
+
+    manifest = parity_dir / "fixtures" / "dfine_hgnetv2_n.manifest.json"
+    state = make_state(load_manifest(str(manifest)), seed=json.loads(manifest.read_text())["state_seed"])
+    path = tmp_path / "PPHGNetV2_B0_stage1.pth"
+    torch.save({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}, path)
+    for name in ("dfine_hgnetv2_n", "deim_dfine_hgnetv2_s"):
+        torch.manual_seed(0)
+        model = instantiate(load_config(f"models/{name}.py").model)
+        decoder_before = model.decoder.enc_score_head.weight.clone()
+        report = load_init_checkpoint(model, str(path))
+        assert report["format"] == "official hgnetv2 ImageNet backbone"
+        assert torch.equal(model.backbone.body.stem.stem1.conv.weight, state["backbone.stem.stem1.conv.weight"])
+        assert torch.equal(model.backbone.body.stem.stem1.lab.scale, state["backbone.stem.stem1.lab.scale"])
+        assert torch.equal(model.decoder.enc_score_head.weight, decoder_before)
