@@ -312,3 +312,46 @@ def test_dfine_imagenet_file_starts_the_backbone(tmp_path, parity_dir):
         assert torch.equal(model.backbone.body.stem.stem1.conv.weight, state["backbone.stem.stem1.conv.weight"])
         assert torch.equal(model.backbone.body.stem.stem1.lab.scale, state["backbone.stem.stem1.lab.scale"])
         assert torch.equal(model.decoder.enc_score_head.weight, decoder_before)
+
+
+@pytest.mark.slow
+def test_readme_training_command_of_deim_dfine_s(tmp_path, repo_root, parity_dir):
+    """The model-zoo README's DEIM-D-FINE-S training command, from D-FINE's ImageNet B0 file, for 2
+    iterations on the embedded data in the Mosaic / MixUp stage (sizes shrunk by overrides)."""
+    import json
+    import subprocess
+
+    from data_utils import synthetic_val_subset
+    from parity_state import load_manifest, make_state
+    from tools_utils import zoo_readme_command
+
+    manifest = parity_dir / "fixtures" / "deim_dfine_hgnetv2_s.manifest.json"
+    state = make_state(load_manifest(str(manifest)), seed=json.loads(manifest.read_text())["state_seed"])
+    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    torch.save(backbone, tmp_path / "PPHGNetV2_B0_stage1.pth")
+    json_file, image_root = synthetic_val_subset(tmp_path, 2)
+    out = tmp_path / "out"
+    cmd = zoo_readme_command("deim_dfine_hgnetv2_s_coco", eval_only=False, weights_dir=tmp_path)
+    cmd += ["model.num_classes=5", "dataloader.train.dataset.names=synthetic_shapes_train",
+            "dataloader.test.dataset.names=deim_recipe_e2e_val", f"dataloader.test.dataset.json_file={json_file}",
+            f"dataloader.test.dataset.image_root={image_root}", "dataloader.train.total_batch_size=2",
+            "dataloader.train.num_workers=0", "dataloader.train.mapper.image_size=[128,128]",
+            "dataloader.train.mapper.mosaic_output_size=64", "dataloader.train.mapper.mosaic_prob=1.0",
+            "dataloader.train.mapper.policy_epochs=[0,1,2]", "dataloader.train.batch_augment.mixup_epochs=[0,1]",
+            "dataloader.train.batch_augment.mixup_prob=1.0", "dataloader.train.batch_augment.multiscale_sizes.base=128",
+            "dataloader.train.batch_augment.multiscale_sizes.min_size=96",
+            "dataloader.train.batch_augment.multiscale_sizes.max_size=160",
+            "dataloader.test.mapper.image_size=[128,128]", "dataloader.test.num_workers=0",
+            "model.encoder.eval_spatial_size=[128,128]", "model.decoder.eval_spatial_size=[128,128]",
+            "train.max_iter=2", "lr_multiplier.warmup=1", "train.amp.enabled=false", "train.device=cpu",
+            f"train.output_dir={out}"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "official hgnetv2 ImageNet backbone" in (out / "log.txt").read_text()
+    trained = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    stem = "stem.stem1.conv.weight"  # trainable in DEIM: moved by the two AdamW steps
+    assert trained["backbone.body." + stem].shape == backbone[stem].shape
+    assert not torch.equal(trained["backbone.body." + stem], backbone[stem])
+    assert (trained["backbone.body." + stem] - backbone[stem]).abs().max() < 1e-2
+    results = json.loads((out / "metrics.json").read_text().splitlines()[-1])
+    assert any(k.startswith("bbox_ema/") for k in results), sorted(results)[:10]
