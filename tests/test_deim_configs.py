@@ -323,7 +323,7 @@ def test_readme_training_command_of_deim_dfine_s(tmp_path, repo_root, parity_dir
 
     from data_utils import synthetic_val_subset
     from parity_state import load_manifest, make_state
-    from tools_utils import zoo_readme_command
+    from tools_utils import embedded_data_overrides, zoo_readme_command
 
     manifest = parity_dir / "fixtures" / "deim_dfine_hgnetv2_s.manifest.json"
     state = make_state(load_manifest(str(manifest)), seed=json.loads(manifest.read_text())["state_seed"])
@@ -332,19 +332,12 @@ def test_readme_training_command_of_deim_dfine_s(tmp_path, repo_root, parity_dir
     json_file, image_root = synthetic_val_subset(tmp_path, 2)
     out = tmp_path / "out"
     cmd = zoo_readme_command("deim_dfine_hgnetv2_s_coco", eval_only=False, weights_dir=tmp_path)
-    cmd += ["model.num_classes=5", "dataloader.train.dataset.names=synthetic_shapes_train",
-            "dataloader.test.dataset.names=deim_recipe_e2e_val", f"dataloader.test.dataset.json_file={json_file}",
-            f"dataloader.test.dataset.image_root={image_root}", "dataloader.train.total_batch_size=2",
-            "dataloader.train.num_workers=0", "dataloader.train.mapper.image_size=[128,128]",
-            "dataloader.train.mapper.mosaic_output_size=64", "dataloader.train.mapper.mosaic_prob=1.0",
-            "dataloader.train.mapper.policy_epochs=[0,1,2]", "dataloader.train.batch_augment.mixup_epochs=[0,1]",
-            "dataloader.train.batch_augment.mixup_prob=1.0", "dataloader.train.batch_augment.multiscale_sizes.base=128",
-            "dataloader.train.batch_augment.multiscale_sizes.min_size=96",
-            "dataloader.train.batch_augment.multiscale_sizes.max_size=160",
-            "dataloader.test.mapper.image_size=[128,128]", "dataloader.test.num_workers=0",
-            "model.encoder.eval_spatial_size=[128,128]", "model.decoder.eval_spatial_size=[128,128]",
-            "train.max_iter=2", "lr_multiplier.warmup=1", "train.amp.enabled=false", "train.device=cpu",
-            f"train.output_dir={out}"]
+    augment = "dataloader.train.batch_augment"
+    cmd += embedded_data_overrides(json_file, image_root, out, "deim_recipe_e2e_val") + [
+        "dataloader.train.mapper.mosaic_output_size=64", "dataloader.train.mapper.mosaic_prob=1.0",
+        "dataloader.train.mapper.policy_epochs=[0,1,2]", f"{augment}.mixup_epochs=[0,1]", f"{augment}.mixup_prob=1.0",
+        f"{augment}.multiscale_sizes.base=128", f"{augment}.multiscale_sizes.min_size=96",
+        f"{augment}.multiscale_sizes.max_size=160", "lr_multiplier.warmup=1"]
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "official hgnetv2 ImageNet backbone" in (out / "log.txt").read_text()
