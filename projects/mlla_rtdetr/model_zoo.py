@@ -14,8 +14,8 @@ The D-FINE, DEIM-D-FINE and DEIM-RT-DETRv2 rows come from ShihuaHuang95/DEIM @ a
 and, for the D-FINE checkpoints, Peterande/D-FINE's README (``dfine_{n,s,m,l,x}_coco.pth`` under
 its ``dfinev1.0`` release). Their ``gflops`` are the DEIM README's integers, which are ``calflops``
 counts of the deployed official models (RepVGG branches fused; normalization and activations
-counted too): ``official_gflops`` of our models differs from them by up to a few GFLOPs (see the
-model-zoo README). The DEIM checkpoints are published on Google Drive only: :func:`download_url`
+counted too): ``official_gflops`` of our D-FINE models after ``deploy()`` rounds to them, as trained
+it counts up to 4.4 more (see the model-zoo README). The DEIM checkpoints are published on Google Drive only: :func:`download_url`
 raises :class:`ManualDownloadError` naming the page to download them from by hand.
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ _URL = "https://github.com/lyuwenyu/storage/releases/download"
 _DFINE_URL = "https://github.com/Peterande/storage/releases/download/dfinev1.0"
 _DRIVE = "https://drive.google.com/file/d/{}/view"
 _DEIM_NOTE = "checkpoint on Google Drive only (DEIM README)"
-_DFINE_NOTE = "AP of DEIM's D-FINE run (DEIM README); the checkpoint is D-FINE's own release"
+_DFINE_NOTE = "AP as the DEIM README gives it; the checkpoint is D-FINE's own release (Peterande/D-FINE)"
 
 MODEL_ZOO: List[ZooEntry] = [
     # RT-DETR (rtdetr_pytorch README; L / X from the Paddle README)
