@@ -15,8 +15,9 @@ and, for the D-FINE checkpoints, Peterande/D-FINE's README (``dfine_{n,s,m,l,x}_
 its ``dfinev1.0`` release). Their ``gflops`` are the DEIM README's integers, which are ``calflops``
 counts of the deployed official models (RepVGG branches fused; normalization and activations
 counted too): ``official_gflops`` of our D-FINE models after ``deploy()`` rounds to them; as trained
-it counts up to 4.7 more (D-FINE-X: 206.72; see the model-zoo README). The DEIM checkpoints are published on Google Drive only: :func:`download_url`
-raises :class:`ManualDownloadError` naming the page to download them from by hand.
+it counts up to 4.7 more (D-FINE-X: 206.72; see the model-zoo README). The DEIM checkpoints are
+published on Google Drive only: :func:`download_url` raises :class:`ManualDownloadError` naming the
+page to download them from by hand.
 """
 from __future__ import annotations
 
