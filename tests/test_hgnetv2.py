@@ -185,7 +185,7 @@ def test_recipe_trains_from_the_official_imagenet_backbone(tmp_path, repo_root, 
     import subprocess
 
     from data_utils import synthetic_val_subset
-    from tools_utils import zoo_readme_command
+    from tools_utils import embedded_data_overrides, zoo_readme_command
 
     state = _imagenet_state(official_state)
     weights = tmp_path / "PPHGNetV2_L_ssld_pretrained_from_paddle.pth"
@@ -194,15 +194,8 @@ def test_recipe_trains_from_the_official_imagenet_backbone(tmp_path, repo_root, 
     out = tmp_path / "out"
     cmd = zoo_readme_command("rtdetrv2_hgnetv2_l_6x_coco", eval_only=False, weights_dir=tmp_path)
     assert f"train.init_checkpoint={weights}" in cmd
-    cmd += ["model.num_classes=5", "dataloader.train.dataset.names=synthetic_shapes_train",
-            "dataloader.test.dataset.names=hgnetv2_e2e_val", f"dataloader.test.dataset.json_file={json_file}",
-            f"dataloader.test.dataset.image_root={image_root}", "dataloader.train.total_batch_size=2",
-            "dataloader.train.num_workers=0", "dataloader.train.mapper.image_size=[128,128]",
-            "dataloader.train.multiscale_sizes=null", "dataloader.train.stop_aug_epoch=0",
-            "dataloader.test.mapper.image_size=[128,128]", "dataloader.test.num_workers=0",
-            "model.encoder.eval_spatial_size=[128,128]", "model.decoder.eval_spatial_size=[128,128]",
-            "train.max_iter=2", "lr_multiplier.warmup=0", "train.amp.enabled=false", "train.device=cpu",
-            f"train.output_dir={out}"]
+    cmd += embedded_data_overrides(json_file, image_root, out, "hgnetv2_e2e_val") + [
+        "dataloader.train.multiscale_sizes=null", "dataloader.train.stop_aug_epoch=0", "lr_multiplier.warmup=0"]
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "official hgnetv2 ImageNet backbone" in (out / "log.txt").read_text()

@@ -138,10 +138,11 @@ ZOO_README = REPO_ROOT / "projects" / "mlla_rtdetr" / "README.md"
 
 
 def zoo_readme_commands() -> list:
-    """The ``python tools/train_net.py ...`` lines of the model-zoo README's exact-commands block."""
-    text = ZOO_README.read_text()
-    block = text.split("<!-- exact commands -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    return [line.strip() for line in block.splitlines() if line.strip().startswith("python tools/train_net.py")]
+    """The ``python tools/train_net.py ...`` lines of the model-zoo README's exact-commands blocks
+    (one per table: RT-DETR, D-FINE / DEIM)."""
+    blocks = ZOO_README.read_text().split("<!-- exact commands -->")[1:]
+    lines = [line.strip() for b in blocks for line in b.split("```bash", 1)[1].split("```", 1)[0].splitlines()]
+    return [line for line in lines if line.startswith("python tools/train_net.py")]
 
 
 def zoo_readme_command(recipe: str, eval_only: bool, weights_dir) -> list:
@@ -159,3 +160,16 @@ def zoo_readme_command(recipe: str, eval_only: bool, weights_dir) -> list:
     prefix = "train.init_checkpoint=weights/"
     argv = [f"train.init_checkpoint={Path(weights_dir) / a[len(prefix):]}" if a.startswith(prefix) else a for a in argv]
     return [sys.executable] + argv[1:]
+
+
+def embedded_data_overrides(json_file, image_root, output_dir, test_name: str, size: int = 128) -> list:
+    """Overrides that shrink a COCO recipe's command to 2 CPU iterations on the embedded
+    ``synthetic_shapes`` train split (5 classes, batch 2, ``size`` px) and evaluate it on the
+    COCO-format subset ``json_file`` / ``image_root`` (registered as ``test_name``)."""
+    return ["model.num_classes=5", "dataloader.train.dataset.names=synthetic_shapes_train",
+            f"dataloader.test.dataset.names={test_name}", f"dataloader.test.dataset.json_file={json_file}",
+            f"dataloader.test.dataset.image_root={image_root}", "dataloader.train.total_batch_size=2",
+            "dataloader.train.num_workers=0", f"dataloader.train.mapper.image_size=[{size},{size}]",
+            f"dataloader.test.mapper.image_size=[{size},{size}]", "dataloader.test.num_workers=0",
+            f"model.encoder.eval_spatial_size=[{size},{size}]", f"model.decoder.eval_spatial_size=[{size},{size}]",
+            "train.max_iter=2", "train.amp.enabled=false", "train.device=cpu", f"train.output_dir={output_dir}"]
