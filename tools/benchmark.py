@@ -239,7 +239,8 @@ def mode_inference(args, train: bool = False) -> Dict[str, Any]:
     cols = (["config"] if len(entries) > 1 else []) + ["input_size", "batch_size"] + varying + [
         "median_ms", "min_ms", "per_image_ms", "throughput_img_s"] + (
         ["speedup_vs_plain"] if varying else []) + (["time_vs_baseline"] if len(entries) > 1 else []) + (
-        ["gflops", "ms_per_gflop"] + (["ms_per_gflop_vs_baseline"] if len(entries) > 1 else []) if flops else []) + (
+        ["gflops", "ms_per_gflop"] + (["ms_per_gflop_vs_baseline"] if len(entries) > 1 else []) + ["official_gflops"]
+        + (["official_gflops_vs_baseline"] if len(entries) > 1 else []) if flops else []) + (
         ["peak_mem_mb"] if args.memory else [])
     title = "Training step (forward + loss + backward + AdamW step)" if train else "Inference (forward_raw)"
     if len(entries) > 1:
@@ -254,7 +255,8 @@ def add_flops(rows, entries, args, baseline: str, same_variant) -> None:
     """GFLOPs per image of every model and size (counted once, on the eval-mode model as
     ``tools/analyze_model.py`` does), the cost per GFLOP of every row (``per_image_ms / gflops``) and
     its ratio to the baseline model's in the same variant: how efficiently each architecture turns
-    its arithmetic into speed."""
+    its arithmetic into speed; plus the official count (``official_gflops``) and its ratio to the
+    baseline's."""
     gflops = {}
     for entry, size in itertools.product(entries, args.input_sizes):
         log(f"{entry['name']}: counting GFLOPs at {size}")
@@ -264,12 +266,13 @@ def add_flops(rows, entries, args, baseline: str, same_variant) -> None:
         spec.update(entry["spec"])
         gflops[(entry["name"], size)] = detector_gflops(spec)
     for r in rows:
-        r["gflops"] = gflops[(r["config"], r["input_size"])]
+        r.update(gflops[(r["config"], r["input_size"])])
         r["ms_per_gflop"] = r["per_image_ms"] / r["gflops"] if r["gflops"] else None
     base_rows = {same_variant(r): r for r in rows if r["config"] == baseline}
     for r in rows:
         ref = base_rows.get(same_variant(r))
         r["ms_per_gflop_vs_baseline"] = ratio(r["ms_per_gflop"], ref["ms_per_gflop"]) if ref else None
+        r["official_gflops_vs_baseline"] = ratio(r["official_gflops"], ref["official_gflops"]) if ref else None
 
 
 def mode_encoder_scaling(args) -> Dict[str, Any]:
