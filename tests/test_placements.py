@@ -26,6 +26,7 @@ from mlla_rtdetr.modeling.encoder import FUSION_BLOCKS, CSPRepLayer, HybridEncod
 from mlla_rtdetr.modeling.encoder.fusion import RepNCSPELAN4
 from mlla_rtdetr.modeling.encoder.mlla_intra_scale import MLLAIntraScale
 from mlla_rtdetr.modeling.layers import LinearAttention, MLLABlock, RoPE2D, map_to_tokens, tokens_to_map
+from mlla_utils import expected_places, mlla_places
 from tools_utils import REPO_ROOT, spread_weights_
 
 
@@ -496,36 +497,62 @@ def _flat(node, prefix=""):
     return {prefix[:-1]: value}
 
 
-R18_PLACEMENT_RECIPES = {
-    "mlla_fusion_r18vd_120e_coco.py": {
+HYBRID_RES4_RES5 = {
+    "model.backbone.stage_blocks.res4.name": "mlla", "model.backbone.stage_blocks.res4.depth": 1,
+    "model.backbone.stage_blocks.res5.name": "mlla", "model.backbone.stage_blocks.res5.depth": 1}
+MLLA_ON_S5 = {"model.encoder.attention": ["mlla"], "model.encoder.attention_cfg": [{"drop_path": 0.0}]}
+#: recipe -> (the baseline recipe it imports, what it changes besides train.output_dir)
+PLACEMENT_RECIPES = {
+    "mlla_fusion_r18vd_120e_coco.py": ("rtdetrv2_r18vd_120e_coco.py", {
         "model.encoder.fpn_fusion.name": "mlla", "model.encoder.fpn_fusion.num_layers": 1,
-        "model.encoder.pan_fusion.name": "mlla", "model.encoder.pan_fusion.num_layers": 1},
-    "mlla_hybrid_r18vd_120e_coco.py": {
-        "model.backbone.stage_blocks.res4.name": "mlla", "model.backbone.stage_blocks.res4.depth": 1,
-        "model.backbone.stage_blocks.res5.name": "mlla", "model.backbone.stage_blocks.res5.depth": 1},
-    "mlla_attn_r18vd_120e_coco.py": {
+        "model.encoder.pan_fusion.name": "mlla", "model.encoder.pan_fusion.num_layers": 1}),
+    "mlla_hybrid_r18vd_120e_coco.py": ("rtdetrv2_r18vd_120e_coco.py", HYBRID_RES4_RES5),
+    "mlla_attn_r18vd_120e_coco.py": ("rtdetrv2_r18vd_120e_coco.py", {
         "model.backbone.insert_after.res4.name": "mlla_attention",
-        "model.backbone.insert_after.res5.name": "mlla_attention"},
+        "model.backbone.insert_after.res5.name": "mlla_attention"}),
+    # MLLA on the DEIM models, at their baselines' cost (model zoo README, "MLLA on D-FINE and DEIM")
+    "mlla_deim_rtdetrv2_r18vd_120e_coco.py": ("deim_rtdetrv2_r18vd_120e_coco.py", {**HYBRID_RES4_RES5, **MLLA_ON_S5}),
+    "mlla_deim_dfine_hgnetv2_s_coco.py": ("deim_dfine_hgnetv2_s_coco.py", MLLA_ON_S5),
 }
 
 
-@pytest.mark.parametrize("name", sorted(R18_PLACEMENT_RECIPES))
-def test_r18_placement_recipes_change_only_the_placement(name):
+@pytest.mark.parametrize("name", sorted(PLACEMENT_RECIPES))
+def test_placement_recipes_change_only_the_placement(name):
     from detectron2.config import LazyConfig, instantiate
 
-    from tools_utils import REPO_ROOT
-
     cfg_dir = REPO_ROOT / "projects" / "mlla_rtdetr" / "configs"
-    base = _flat(LazyConfig.load(str(cfg_dir / "rtdetrv2_r18vd_120e_coco.py")))
+    base_name, changes = PLACEMENT_RECIPES[name]
+    base_cfg = LazyConfig.load(str(cfg_dir / base_name))
+    sections = ("model", "dataloader", "optimizer", "lr_multiplier", "train")  # a recipe (not its helper variables)
+    base = {k: v for k, v in _flat(base_cfg).items() if k.split(".")[0] in sections}
     cfg = LazyConfig.load(str(cfg_dir / name))
     got = _flat(cfg)
     changed = {k: v for k, v in got.items() if base.get(k, "<absent>") != v}
     assert changed.pop("train.output_dir") == f"./output/{name[:-3]}"
-    assert changed == R18_PLACEMENT_RECIPES[name]
+    assert changed == changes
     assert not [k for k in base if k not in got]
-    backbone = instantiate(cfg.model.backbone)
-    assert backbone.output_shape() == {"res3": ShapeSpec(channels=128, stride=8), "res4": ShapeSpec(channels=256, stride=16),
-                                       "res5": ShapeSpec(channels=512, stride=32)}
+    assert instantiate(cfg.model.backbone).output_shape() == instantiate(base_cfg.model.backbone).output_shape()
+
+
+#: Official GFLOPs at 640 (mlla_rtdetr.utils.flops.official_gflops, as tools/benchmark.py --flops and
+#: tools/analyze_model.py count them) of the MLLA DEIM recipes and their baselines: the model zoo
+#: README's "MLLA on D-FINE and DEIM" table.
+DEIM_RECIPE_GFLOPS = {
+    "deim_dfine_hgnetv2_s_coco.py": 27.37, "mlla_deim_dfine_hgnetv2_s_coco.py": 27.44,
+    "deim_rtdetrv2_r18vd_120e_coco.py": 61.05, "mlla_deim_rtdetrv2_r18vd_120e_coco.py": 53.48,
+}
+
+
+@pytest.mark.parametrize("name", ["mlla_deim_dfine_hgnetv2_s_coco.py", "mlla_deim_rtdetrv2_r18vd_120e_coco.py"])
+def test_mlla_deim_recipes_cost_at_most_their_baselines_gflops(name):
+    """GFLOPs are deterministic: the ratio is checked here, latency in the benchmark (README)."""
+    from mlla_rtdetr.engine import build_model, load_config
+    from mlla_rtdetr.utils.flops import official_gflops
+
+    base_name = PLACEMENT_RECIPES[name][0]
+    gflops = {n: official_gflops(build_model(load_config(n), device="cpu"), 640, 640) for n in (base_name, name)}
+    assert gflops == {n: pytest.approx(DEIM_RECIPE_GFLOPS[n], abs=0.005) for n in gflops}
+    assert gflops[name] / gflops[base_name] <= 1.15
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,8 +564,12 @@ DEIM_FAMILIES = {
     "deim_dfine": ("models/deim_dfine_hgnetv2_s.py", SWEEPS / "placements_dfine.txt"),
     "deim_rtdetrv2": ("models/deim_rtdetrv2_r18vd.py", SWEEPS / "placements.txt"),
 }
-SWEEP_PLACEMENTS = ["none", "intra_s5", "intra_s4s5", "fusion", "hybrid", "attention", "hybrid+intra_s5",
-                    "hybrid+intra_s4s5"]
+def _sweep_lines(path):
+    from mlla_rtdetr.sweep.plan import load_run_list
+
+    return {dict(r.labels)["placement"]: list(r.overrides) for r in load_run_list(str(path))}
+
+
 #: The DEIM-S model configs at width 64 and 128 px (HGNetv2-B0 keeps its widths, ResNet-18-vd its
 #: depth at base width 16): about 1 s per training step + eval forward.
 SMALL = ["model.num_classes=5", "model.num_top_queries=20", "model.encoder.hidden_dim=64", "model.encoder.nhead=4",
@@ -547,45 +578,6 @@ SMALL = ["model.num_classes=5", "model.num_top_queries=20", "model.encoder.hidde
          "model.decoder.dim_feedforward=128", "model.decoder.num_queries=20", "model.decoder.num_denoising=10",
          "model.decoder.eval_spatial_size=[128,128]"]
 
-
-def _sweep_lines(path):
-    from mlla_rtdetr.sweep.plan import load_run_list
-
-    return {dict(r.labels)["placement"]: list(r.overrides) for r in load_run_list(str(path))}
-
-
-def mlla_places(model) -> set:
-    """Where a detector has MLLA: "backbone" (the MLLA backbone), "intra:<level>", "fusion:<fpn|pan>_blocks.<k>",
-    "stage:<res>" (hybrid) and "after:<res>" (attention-only layers)."""
-    places = set()
-    stage_names = dict(zip(getattr(model.backbone, "stage_paths", ()), getattr(model.backbone, "stage_names", ())))
-    for name, m in model.named_modules():
-        parts = name.split(".")
-        if isinstance(m, MLLABackbone):
-            places.add("backbone")
-        elif isinstance(m, MLLAIntraScale) and parts[1] == "encoder":
-            places.add(f"intra:{model.encoder.use_encoder_idx[int(parts[2])]}")
-        elif isinstance(m, MLLAIntraScale):
-            places.add(f"fusion:{parts[1]}.{parts[2]}")
-        elif isinstance(m, MLLAMapStage) and parts[1] == "after_stage":
-            places.add(f"after:{parts[2]}")
-        elif isinstance(m, MLLAMapStage):
-            places.add(f"stage:{stage_names[name.split('.', 1)[1]]}")
-    return places
-
-
-def expected_places(placement: str) -> set:
-    parts = placement.split("+")
-    expected = {"intra:2"} if "intra_s5" in parts else {"intra:1", "intra:2"} if "intra_s4s5" in parts else set()
-    if "fusion" in parts:
-        expected |= {f"fusion:{p}_blocks.{k}" for p in ("fpn", "pan") for k in (0, 1)}
-    if "hybrid" in parts:
-        expected |= {"stage:res4", "stage:res5"}
-    if "attention" in parts:
-        expected |= {"after:res4", "after:res5"}
-    if "backbone" in parts:
-        expected.add("backbone")
-    return expected
 
 
 def _training_batch():
@@ -620,7 +612,7 @@ def small_deim_model(family: str, placement: str):
     return instantiate(cfg.model)
 
 
-@pytest.mark.parametrize("placement", SWEEP_PLACEMENTS[1:] + ["backbone"])
+@pytest.mark.parametrize("placement", [p for p in _sweep_lines(SWEEPS / "placements.txt") if p != "none"] + ["backbone"])
 @pytest.mark.parametrize("family", sorted(DEIM_FAMILIES))
 def test_every_placement_trains_and_evaluates_on_the_deim_models(family, placement):
     """Each placement of the family's sweep file (and the MLLA backbone) on a small DEIM-D-FINE /
