@@ -445,7 +445,8 @@ def test_every_placement_exports_to_onnx_with_a_dynamic_batch(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # ImageNet initialisation of the hybrid backbone (tools/convert_mlla_checkpoint.py --target hybrid)
 # ---------------------------------------------------------------------------------------------
-def test_hybrid_recipe_init_from_imagenet_resnet_and_mlla(tmp_path):
+@pytest.mark.parametrize("recipe", ["mlla_hybrid_r18vd_120e_coco.py", "mlla_deim_rtdetrv2_r18vd_120e_coco.py"])
+def test_hybrid_recipe_init_from_imagenet_resnet_and_mlla(tmp_path, recipe):
     """The command of the hybrid recipe's docstring and the model zoo README, on stand-ins for the
     official ImageNet files (same formats and widths, random values; the MLLA-T stand-in has one
     block per stage): every backbone tensor gets a source."""
@@ -461,7 +462,7 @@ def test_hybrid_recipe_init_from_imagenet_resnet_and_mlla(tmp_path):
     torch.save({"model": mlla_t.state_dict()}, tmp_path / "MLLA_T.pth")  # official layout: under "model"
     resnet = PResNet(depth=18, out_features=("res2", "res3", "res4", "res5"))
     torch.save(resnet.state_dict(), tmp_path / "ResNet18_vd.pth")  # official layout: a bare state dict
-    recipe = str(REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / "mlla_hybrid_r18vd_120e_coco.py")
+    recipe = str(REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / recipe)
     out = tmp_path / "hybrid_r18_in1k.pth"
     proc = subprocess.run([sys.executable, "tools/convert_mlla_checkpoint.py", "--target", "hybrid",
                            "--input", str(tmp_path / "MLLA_T.pth"), "--resnet-vd", str(tmp_path / "ResNet18_vd.pth"),

@@ -8,15 +8,10 @@ block on S5 instead of AIFI. The model's DEIM changes (MAL, SiLU decoder, traina
 and every training setting (Dense O2O, flat-cosine, EMA restart) are those of
 ``deim_rtdetrv2_r18vd_120e_coco.py`` (imported, not copied).
 
-Init: the hybrid backbone has an ImageNet source for every tensor (ResNet-18-vd and the first
-blocks of MLLA-T's stages 3 / 4), written by one command; the intra-scale block trains from
-scratch like AIFI::
-
-    python tools/convert_mlla_checkpoint.py --target hybrid --input MLLA_T.pth \\
-        --resnet-vd ResNet18_vd_pretrained_from_paddle.pth \\
-        --config projects/mlla_rtdetr/configs/mlla_deim_rtdetrv2_r18vd_120e_coco.py --output weights/hybrid_r18_in1k.pth
-    python tools/train_net.py --config-file projects/mlla_rtdetr/configs/mlla_deim_rtdetrv2_r18vd_120e_coco.py \\
-        --num-gpus 8 train.init_checkpoint=weights/hybrid_r18_in1k.pth
+Init: the hybrid backbone's ImageNet file, written as for ``mlla_hybrid_r18vd_120e_coco.py`` (see
+there; ``tools/convert_mlla_checkpoint.py --target hybrid ... --config`` this recipe), then
+``train.init_checkpoint=weights/hybrid_r18_in1k.pth``; the intra-scale block trains from scratch
+like AIFI.
 """
 from .deim_rtdetrv2_r18vd_120e_coco import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 from .models.mlla_placements import use_mlla_stages
