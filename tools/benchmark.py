@@ -16,7 +16,7 @@ Modes::
                    without deploy() (the inference form), channels-last, torch.compile, autocast
                    fp16 / bf16 (--precision), and in onnxruntime (--onnxruntime: the model exported to
                    ONNX as tools/export_onnx.py does, run by an onnxruntime CPU session); --flops adds
-                   GFLOPs and ms per GFLOP.
+                   GFLOPs, ms per GFLOP and the official GFLOPs count (with ratios to the baseline).
   train-step       time of one optimizer step (forward with random targets, loss, backward, AdamW
                    step; autocast and loss scaling with --precision fp16 / bf16).
   encoder-scaling  softmax AIFI vs MLLA intra-scale blocks at several input sizes, on S5 only
@@ -550,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "inference":
             p.add_argument("--flops", action="store_true",
                            help="also count each model's GFLOPs per image (as tools/analyze_model.py) and report "
-                                "ms per GFLOP, and its ratio to the baseline model's")
+                                "ms per GFLOP, and its ratio to the baseline model's; plus the official count "
+                                "(official_gflops) and its ratio to the baseline's")
             p.add_argument("--onnxruntime", choices=["off", "on", "both"], default="off",
                            help="also (both) or only (on) time the model exported to ONNX (as tools/export_onnx.py "
                                 "does) in an onnxruntime CPU session with --threads threads")
