@@ -653,3 +653,18 @@ def test_every_placement_trains_and_evaluates_on_the_deim_models(family, placeme
         inst = r["instances"]
         assert len(inst) == 20 and torch.isfinite(inst.pred_boxes.tensor).all()
         assert ((inst.scores >= 0) & (inst.scores <= 1)).all() and (inst.pred_classes < 5).all()
+
+
+@pytest.mark.parametrize("family,block", [("deim_dfine", "mlla_elan"), ("deim_rtdetrv2", "mlla")])
+def test_use_mlla_fusion_is_the_sweep_files_fusion_line(family, block):
+    import runpy
+
+    from mlla_rtdetr.config import config_path
+    from mlla_rtdetr.engine import load_config
+
+    model_config, sweep = DEIM_FAMILIES[family]
+    use_mlla_fusion = runpy.run_path(str(config_path("models/mlla_placements.py")))["use_mlla_fusion"]
+    by_helper = use_mlla_fusion(load_config(model_config).model, block=block)
+    by_line = load_config(model_config, _sweep_lines(sweep)["fusion"]).model
+    assert by_helper.encoder == by_line.encoder
+    assert by_helper.encoder.fpn_fusion.name == by_helper.encoder.pan_fusion.name == block
