@@ -171,6 +171,29 @@ def test_official_names_resolve_through_the_cache_and_say_where_to_put_the_file(
         load_init_checkpoint(tiny(2), "rtdetrv2_r18vd_120e_cocoo")
 
 
+def test_google_drive_checkpoints_resolve_by_name_once_put_in_the_cache(tmp_path, monkeypatch):
+    """The DEIM checkpoints have no direct download: their names never reach the network; the error
+    names the Drive page and the cache path, and a file put there is used."""
+    from mlla_rtdetr.model_zoo import ManualDownloadError
+
+    monkeypatch.setenv("MLLA_RTDETR_CACHE", str(tmp_path))
+    monkeypatch.setattr(sources, "urlopen", lambda *a, **k: pytest.fail("no download for a Drive-only file"))
+    expected = tmp_path / "checkpoints" / "deim_dfine_hgnetv2_s_coco_120e.pth"
+    for name in ("deim_dfine_hgnetv2_s_coco", "DEIM-D-FINE-S", "deim_dfine_hgnetv2_s_coco_120e.pth"):
+        with pytest.raises(ManualDownloadError) as e:
+            load_init_checkpoint(tiny(2), name)
+        assert "drive.google.com/file/d/1tB8gVJNrfb6dhFvoHJECKOF5VpkthhfC/view" in str(e.value)
+        assert f"put it at\n  {expected}\n" in str(e.value)
+    expected.parent.mkdir(exist_ok=True)
+    torch.save({"model": tiny(2).state_dict()}, expected)
+    assert load_init_checkpoint(tiny(2), "DEIM-D-FINE-S")["format"] == "official RT-DETR"
+    # D-FINE's files and ImageNet backbones have direct URLs
+    dfine = "https://github.com/Peterande/storage/releases/download/dfinev1.0"
+    assert sources.official_checkpoints()["dfine_hgnetv2_n_coco"] == ("dfine_n_coco.pth", f"{dfine}/dfine_n_coco.pth")
+    assert sources.official_checkpoints()["pphgnetv2_b2_stage1"] == ("PPHGNetV2_B2_stage1.pth",
+                                                                    f"{dfine}/PPHGNetV2_B2_stage1.pth")
+
+
 class Custom:
     """Not a tensor or primitive: needs weights_only=False."""
 

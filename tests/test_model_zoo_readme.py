@@ -14,6 +14,7 @@ from data_utils import synthetic_val_subset
 from mlla_rtdetr.config import config_path
 from mlla_rtdetr.model_zoo import MODEL_ZOO
 from parity_state import load_manifest, make_state
+from test_deim_configs import OURS_GFLOPS
 from tools_utils import ZOO_README, zoo_readme_command, zoo_readme_commands
 
 ROW = re.compile(
@@ -32,15 +33,39 @@ def _has_recipe(recipe):
 ROWS = [e for e in MODEL_ZOO if _has_recipe(e.recipe)]
 
 
-def _readme_rows():
-    return {(m["recipe"], m["weights"]): m for m in map(ROW.match, ZOO_README.read_text().splitlines()) if m}
+# The D-FINE / DEIM table: published GFLOPs and ours (official_gflops), AP without AP50, T4 latency.
+DEIM_ROW = re.compile(
+    r"^\| (?P<name>[^|]+?) \| `(?P<recipe>\w+)` \| (?P<params>[\d,]+) \| (?P<gflops>\d+) \| (?P<ours>[\d.]+) \| "
+    r"(?P<ap>[\d.]+) \| (?P<latency>[\d.]+) \| `(?P<weights>[^`]+)` \|$")
+DEIM_TABLES = ("D-FINE", "DEIM-D-FINE", "DEIM-RT-DETRv2")
+
+
+def _readme_rows(pattern=ROW):
+    return {(m["recipe"], m["weights"]): m for m in map(pattern.match, ZOO_README.read_text().splitlines()) if m}
+
+
+def test_dfine_deim_rows_with_their_numbers():
+    """Every D-FINE / DEIM row with its published numbers and our official-count GFLOPs (measured
+    by test_deim_configs.py)."""
+    listed = _readme_rows(DEIM_ROW)
+    rows = [e for e in ROWS if e.table in DEIM_TABLES]
+    assert len(rows) == 15 and set(listed) == {(e.recipe, e.weights) for e in rows}
+    for e in rows:
+        row = listed[(e.recipe, e.weights)]
+        assert row["name"] == e.name and int(row["params"].replace(",", "")) == e.params
+        assert float(row["gflops"]) == e.gflops and float(row["ap"]) == e.ap and e.ap50 is None
+        assert float(row["latency"]) == e.latency_t4_ms
+        model = e.recipe.rsplit("_coco", 1)[0].replace("_120e", "").replace("_60e", "").replace("deim_dfine", "dfine")
+        assert float(row["ours"]) == OURS_GFLOPS[model][0]
 
 
 def test_every_official_row_with_its_numbers():
     listed = _readme_rows()
-    assert set(listed) == {(e.recipe, e.weights) for e in ROWS}
+    assert set(listed) == {(e.recipe, e.weights) for e in ROWS if e.table not in DEIM_TABLES}
     latency = {}
     for e in ROWS:
+        if e.table in DEIM_TABLES:
+            continue
         row = listed[(e.recipe, e.weights)]
         assert row["name"] == e.name
         assert int(row["params"].replace(",", "")) == e.params

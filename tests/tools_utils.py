@@ -138,10 +138,11 @@ ZOO_README = REPO_ROOT / "projects" / "mlla_rtdetr" / "README.md"
 
 
 def zoo_readme_commands() -> list:
-    """The ``python tools/train_net.py ...`` lines of the model-zoo README's exact-commands block."""
-    text = ZOO_README.read_text()
-    block = text.split("<!-- exact commands -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    return [line.strip() for line in block.splitlines() if line.strip().startswith("python tools/train_net.py")]
+    """The ``python tools/train_net.py ...`` lines of the model-zoo README's exact-commands blocks
+    (one per table: RT-DETR, D-FINE / DEIM)."""
+    blocks = ZOO_README.read_text().split("<!-- exact commands -->")[1:]
+    lines = [line.strip() for b in blocks for line in b.split("```bash", 1)[1].split("```", 1)[0].splitlines()]
+    return [line for line in lines if line.startswith("python tools/train_net.py")]
 
 
 def zoo_readme_command(recipe: str, eval_only: bool, weights_dir) -> list:

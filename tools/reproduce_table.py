@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Reproduce the RT-DETR / RT-DETRv2 model-zoo table from the official checkpoints.
+"""Reproduce the RT-DETR / RT-DETRv2 / D-FINE / DEIM model-zoo table from the official checkpoints.
 
 Given a folder of official checkpoints (the file names of the official releases, e.g.
-``rtdetrv2_r18vd_120e_coco_rerun_48.1.pth``; see ``projects/mlla_rtdetr/model_zoo.py`` and the
-model-zoo README), every row whose file is found is
+``rtdetrv2_r18vd_120e_coco_rerun_48.1.pth``, ``dfine_s_coco.pth``,
+``deim_dfine_hgnetv2_s_coco_120e.pth``; see ``projects/mlla_rtdetr/model_zoo.py`` and the model-zoo
+README), every row whose file is found is
 
 * evaluated on COCO val2017 (``DETECTRON2_DATASETS``) with ``tools/train_net.py --eval-only`` in a
-  subprocess (the official file is detected and converted on load; ``--num-gpus`` is passed on),
+  subprocess (the official RT-DETR / D-FINE / DEIM file is detected and converted on load;
+  ``--num-gpus`` is passed on),
 * counted: parameters, GFLOPs at ``--input-size`` as the official numbers count them
   (:func:`mlla_rtdetr.utils.flops.official_gflops`) and as our ``forward_raw`` executes them
   (:func:`mlla_rtdetr.utils.flops.model_flops`),
@@ -49,6 +51,7 @@ COLUMNS = [
     ("params_published_m", "params pub. (M)"), ("params_m", "params ours (M)"),
     ("gflops_published", "GFLOPs official"), ("gflops_official_count", "GFLOPs ours (official count)"),
     ("gflops_executed", "GFLOPs ours (executed)"), ("latency_ms", "latency (ms)"), ("fps_t4_published", "T4 FPS pub."),
+    ("latency_t4_ms_published", "T4 latency pub. (ms)"),
     ("weights", "checkpoint"), ("status", "status"),
 ]
 
@@ -173,7 +176,8 @@ def table_rows(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "params_published_m": e.params / 1e6, "params_m": m["params"] / 1e6 if "params" in m else None,
             "gflops_published": e.gflops, "gflops_official_count": m.get("gflops_official_count"),
             "gflops_executed": m.get("gflops_executed"), "latency_ms": m.get("latency_ms"),
-            "fps_t4_published": e.fps_t4, "weights": e.weights, "status": row.get("status", "ok"),
+            "fps_t4_published": e.fps_t4, "latency_t4_ms_published": e.latency_t4_ms, "weights": e.weights,
+            "status": row.get("status", "ok"),
         })
     return out
 

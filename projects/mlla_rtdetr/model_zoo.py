@@ -1,5 +1,5 @@
-"""The official RT-DETR / RT-DETRv2 model zoo: recipe, official weights file and published numbers
-of every row of the two papers' tables and the official READMEs.
+"""The official RT-DETR / RT-DETRv2 / D-FINE / DEIM model zoo: recipe, official weights file and
+published numbers of every row of the papers' tables and the official READMEs.
 
 Used by ``tools/reproduce_table.py`` (evaluates every row whose official checkpoint it finds) and
 by the model-zoo README. Published numbers come from lyuwenyu/RT-DETR @ 068dfde:
@@ -8,17 +8,29 @@ X, trained and evaluated in Paddle) and ``rtdetrv2_pytorch/README.md`` (RT-DETRv
 ablation and the discrete-sampling models). ``gflops`` is the official count: fvcore's
 convolution and matrix-product multiply-adds x 2 of the official PyTorch model at 640 x 640
 (:func:`mlla_rtdetr.utils.flops.official_gflops` gives the same number for our models).
+
+The D-FINE, DEIM-D-FINE and DEIM-RT-DETRv2 rows come from ShihuaHuang95/DEIM @ a9aa4ad
+(``README.md``: AP of both families, params rounded to M, T4 TensorRT FP16 latency, GFLOPs; no AP50)
+and, for the D-FINE checkpoints, Peterande/D-FINE's README (``dfine_{n,s,m,l,x}_coco.pth`` under
+its ``dfinev1.0`` release). Their ``gflops`` are the DEIM README's integers, which are ``calflops``
+counts of the deployed official models (RepVGG branches fused; normalization and activations
+counted too): ``official_gflops`` of our models differs from them by up to a few GFLOPs (see the
+model-zoo README). The DEIM checkpoints are published on Google Drive only: :func:`download_url`
+raises :class:`ManualDownloadError` naming the page to download them from by hand.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["ZooEntry", "MODEL_ZOO", "IMAGENET_WEIGHTS", "MLLA_IMAGENET_WEIGHTS", "entries_for_weights", "zoo_entry",
-           "download_url", "imagenet_url"]
+from .errors import CheckpointError
+
+__all__ = ["ZooEntry", "MODEL_ZOO", "IMAGENET_WEIGHTS", "MLLA_IMAGENET_WEIGHTS", "ManualDownloadError",
+           "entries_for_weights", "zoo_entry", "download_url", "manual_download_error", "imagenet_url"]
 
 #: Backbone -> the ImageNet file its official recipes start from (official ``presnet.py`` /
-#: ``hgnetv2.py``; R50-m uses the R50 file). Our recipes take it as ``train.init_checkpoint``.
+#: ``hgnetv2.py``; R50-m uses the R50 file; D-FINE's HGNetv2 B0-B6: its ``hgnetv2.py``
+#: ``stage1`` files). Our recipes take it as ``train.init_checkpoint``.
 IMAGENET_WEIGHTS: Dict[str, str] = {
     "ResNet-18-vd": "ResNet18_vd_pretrained_from_paddle.pth",
     "ResNet-34-vd": "ResNet34_vd_pretrained_from_paddle.pth",
@@ -27,6 +39,7 @@ IMAGENET_WEIGHTS: Dict[str, str] = {
     "HGNetv2-L": "PPHGNetV2_L_ssld_pretrained_from_paddle.pth",
     "HGNetv2-X": "PPHGNetV2_X_ssld_pretrained_from_paddle.pth",
     "HGNetv2-H": "PPHGNetV2_H_ssld_pretrained_from_paddle.pth",
+    **{f"HGNetv2-B{i}": f"PPHGNetV2_B{i}_stage1.pth" for i in range(7)},
 }
 
 #: MLLA variant -> (file name, URL) of the official ImageNet-1k checkpoints (LeapLabTHU/MLLA README,
@@ -47,12 +60,15 @@ class ZooEntry:
     weights: str  # official checkpoint file name
     backbone: str
     ap: float  # published COCO val2017 box AP (640 x 640)
-    ap50: float
+    ap50: Optional[float]  # None where the source publishes none (DEIM README)
     params: int  # exact parameter count of the official model
     gflops: float  # official count at 640 (see the module docstring)
     fps_t4: Optional[int] = None  # published T4 TensorRT FP16 FPS
     table: str = "RT-DETRv2"  # which table the row belongs to
     note: str = ""
+    latency_t4_ms: Optional[float] = None  # published T4 TensorRT FP16 latency (DEIM README)
+    # The page of a checkpoint published without a direct download (DEIM: Google Drive).
+    manual_download_page: Optional[str] = None
 
     @property
     def key(self) -> str:
@@ -70,6 +86,10 @@ class ZooEntry:
 
 
 _URL = "https://github.com/lyuwenyu/storage/releases/download"
+_DFINE_URL = "https://github.com/Peterande/storage/releases/download/dfinev1.0"
+_DRIVE = "https://drive.google.com/file/d/{}/view"
+_DEIM_NOTE = "checkpoint on Google Drive only (DEIM README)"
+_DFINE_NOTE = "AP of DEIM's D-FINE run (DEIM README); the checkpoint is D-FINE's own release"
 
 MODEL_ZOO: List[ZooEntry] = [
     # RT-DETR (rtdetr_pytorch README; L / X from the Paddle README)
@@ -138,6 +158,49 @@ MODEL_ZOO: List[ZooEntry] = [
              "ResNet-50-vd", 55.2, 73.4, 42_891_372, 137.1, 108, "COCO + Objects365"),
     ZooEntry("RT-DETRv2-X (O365)", "rtdetrv2_r101vd_6x_coco", "rtdetrv2_r101vd_2x_coco_objects365_from_paddle.pth",
              "ResNet-101-vd", 56.2, 74.5, 76_556_268, 259.8, 74, "COCO + Objects365"),
+    # D-FINE (HGNetv2), AP as the DEIM README gives it; checkpoints of the Peterande/D-FINE README
+    ZooEntry("D-FINE-N", "dfine_hgnetv2_n_coco", "dfine_n_coco.pth", "HGNetv2-B0",
+             42.8, None, 3_782_693, 7.0, None, "D-FINE", _DFINE_NOTE, 2.12),
+    ZooEntry("D-FINE-S", "dfine_hgnetv2_s_coco", "dfine_s_coco.pth", "HGNetv2-B0",
+             48.7, None, 10_321_877, 25.0, None, "D-FINE", _DFINE_NOTE + " (its README: 48.5)", 3.49),
+    ZooEntry("D-FINE-M", "dfine_hgnetv2_m_coco", "dfine_m_coco.pth", "HGNetv2-B2",
+             52.3, None, 19_590_064, 57.0, None, "D-FINE", _DFINE_NOTE, 5.62),
+    ZooEntry("D-FINE-L", "dfine_hgnetv2_l_coco", "dfine_l_coco.pth", "HGNetv2-B4",
+             54.0, None, 31_244_152, 91.0, None, "D-FINE", _DFINE_NOTE, 8.07),
+    ZooEntry("D-FINE-X", "dfine_hgnetv2_x_coco", "dfine_x_coco.pth", "HGNetv2-B5",
+             55.8, None, 62_621_560, 202.0, None, "D-FINE", _DFINE_NOTE, 12.89),
+    # DEIM-D-FINE (DEIM README)
+    ZooEntry("DEIM-D-FINE-N", "deim_dfine_hgnetv2_n_coco", "deim_dfine_hgnetv2_n_coco_160e.pth", "HGNetv2-B0",
+             43.0, None, 3_782_693, 7.0, None, "DEIM-D-FINE", _DEIM_NOTE, 2.12,
+             _DRIVE.format("1ZPEhiU9nhW4M5jLnYOFwTSLQC1Ugf62e")),
+    ZooEntry("DEIM-D-FINE-S", "deim_dfine_hgnetv2_s_coco", "deim_dfine_hgnetv2_s_coco_120e.pth", "HGNetv2-B0",
+             49.0, None, 10_321_877, 25.0, None, "DEIM-D-FINE", _DEIM_NOTE, 3.49,
+             _DRIVE.format("1tB8gVJNrfb6dhFvoHJECKOF5VpkthhfC")),
+    ZooEntry("DEIM-D-FINE-M", "deim_dfine_hgnetv2_m_coco", "deim_dfine_hgnetv2_m_coco_90e.pth", "HGNetv2-B2",
+             52.7, None, 19_590_064, 57.0, None, "DEIM-D-FINE", _DEIM_NOTE, 5.62,
+             _DRIVE.format("18Lj2a6UN6k_n_UzqnJyiaiLGpDzQQit8")),
+    ZooEntry("DEIM-D-FINE-L", "deim_dfine_hgnetv2_l_coco", "deim_dfine_hgnetv2_l_coco_50e.pth", "HGNetv2-B4",
+             54.7, None, 31_289_848, 91.0, None, "DEIM-D-FINE", _DEIM_NOTE, 8.07,
+             _DRIVE.format("1PIRf02XkrA2xAD3wEiKE2FaamZgSGTAr")),
+    ZooEntry("DEIM-D-FINE-X", "deim_dfine_hgnetv2_x_coco", "deim_dfine_hgnetv2_x_coco_50e.pth", "HGNetv2-B5",
+             56.5, None, 62_715_480, 202.0, None, "DEIM-D-FINE", _DEIM_NOTE, 12.89,
+             _DRIVE.format("1dPtbgtGgq1Oa7k_LgH1GXPelg1IVeu0j")),
+    # DEIM-RT-DETRv2 (DEIM README; its M is R34 and M* R50-m, the reverse of the RT-DETRv2 names)
+    ZooEntry("DEIM-RT-DETRv2-S", "deim_rtdetrv2_r18vd_120e_coco", "deim_rtdetrv2_r18vd_coco_120e.pth", "ResNet-18-vd",
+             49.0, None, 20_183_440, 60.0, None, "DEIM-RT-DETRv2", _DEIM_NOTE, 4.59,
+             _DRIVE.format("153_JKff6EpFgiLKaqkJsoDcLal_0ux_F")),
+    ZooEntry("DEIM-RT-DETRv2-M", "deim_rtdetrv2_r34vd_120e_coco", "deim_rtdetrv2_r34vd_coco_120e.pth", "ResNet-34-vd",
+             50.9, None, 31_440_644, 92.0, None, "DEIM-RT-DETRv2", _DEIM_NOTE, 6.40,
+             _DRIVE.format("1O9RjZF6kdFWGv1Etn1Toml4r-YfdMDMM")),
+    ZooEntry("DEIM-RT-DETRv2-M*", "deim_rtdetrv2_r50vd_m_60e_coco", "deim_rtdetrv2_r50vd_m_coco_60e.pth",
+             "ResNet-50-vd", 53.2, None, 33_198_864, 100.0, None, "DEIM-RT-DETRv2", _DEIM_NOTE, 6.90,
+             _DRIVE.format("10dLuqdBZ6H5ip9BbBiE6S7ZcmHkRbD0E")),
+    ZooEntry("DEIM-RT-DETRv2-L", "deim_rtdetrv2_r50vd_60e_coco", "deim_rtdetrv2_r50vd_coco_60e.pth", "ResNet-50-vd",
+             54.3, None, 42_943_596, 136.0, None, "DEIM-RT-DETRv2", _DEIM_NOTE, 9.15,
+             _DRIVE.format("1mWknAXD5JYknUQ94WCEvPfXz13jcNOTI")),
+    ZooEntry("DEIM-RT-DETRv2-X", "deim_rtdetrv2_r101vd_60e_coco", "deim_rtdetrv2_r101vd_coco_60e.pth",
+             "ResNet-101-vd", 55.5, None, 76_660_716, 259.0, None, "DEIM-RT-DETRv2", _DEIM_NOTE, 13.66,
+             _DRIVE.format("1BIevZijOcBO17llTyDX32F_pYppBfnzu")),
 ]
 
 
@@ -159,13 +222,37 @@ def entries_for_weights() -> Dict[str, List[ZooEntry]]:
     return out
 
 
+class ManualDownloadError(CheckpointError):
+    """An official checkpoint without a direct download (DEIM's Google Drive files) is not on disk."""
+
+
+def manual_download_error(entry: ZooEntry, path: Optional[str] = None) -> ManualDownloadError:
+    """The error that tells how to get ``entry``'s file by hand (and where to put it: ``path``)."""
+    put = (f"put it at\n  {path}\nand run the same command again, or pass the file's own path as the checkpoint"
+           if path else "pass the file's path as the checkpoint (e.g. train.init_checkpoint=weights/"
+           f"{entry.weights})")
+    return ManualDownloadError(
+        f"The official {entry.name} checkpoint {entry.weights} has no direct download: its authors publish it on "
+        f"Google Drive only. Download it in a browser from\n  {entry.manual_download_page}\n"
+        f"(the DEIM README's '{entry.table}' table), then {put}."
+    )
+
+
 def download_url(entry: ZooEntry) -> str:
-    """Where the official file is published (``rtdetrv2_r18vd_120e_coco_rerun_48.1.pth`` is under
-    ``v0.2``, every other file under ``v0.1``)."""
+    """Where the official file is published (RT-DETR: ``rtdetrv2_r18vd_120e_coco_rerun_48.1.pth`` is
+    under ``v0.2``, every other file under ``v0.1``; D-FINE: its ``dfinev1.0`` release). Raises
+    :class:`ManualDownloadError` for a file published on Google Drive only (the DEIM rows)."""
+    if entry.manual_download_page:
+        raise manual_download_error(entry)
+    if entry.table == "D-FINE":
+        return f"{_DFINE_URL}/{entry.weights}"
     version = "v0.2" if entry.weights == "rtdetrv2_r18vd_120e_coco_rerun_48.1.pth" else "v0.1"
     return f"{_URL}/{version}/{entry.weights}"
 
 
 def imagenet_url(weights: str) -> str:
-    """Where an official ImageNet backbone file of :data:`IMAGENET_WEIGHTS` is published."""
+    """Where an official ImageNet backbone file of :data:`IMAGENET_WEIGHTS` is published (D-FINE's
+    HGNetv2 B0-B6 under its ``dfinev1.0`` release, the RT-DETR ones under ``v0.1``)."""
+    if weights.endswith("_stage1.pth"):
+        return f"{_DFINE_URL}/{weights}"
     return f"{_URL}/v0.1/{weights}"

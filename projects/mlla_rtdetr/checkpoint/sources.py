@@ -11,7 +11,8 @@ Names (case-insensitive) of :func:`official_checkpoints`:
 
 URLs and names are downloaded once into ``<cache_dir>/checkpoints/<file name>``; a file already
 there is used as it is, so a machine without network only needs the file copied to that path (the
-error message says which).
+error message says which). The DEIM checkpoints are on Google Drive only: their names resolve to
+that path too, and while the file is not there the error names the page to download it from.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from .. import model_zoo
 from ..errors import CheckpointError, PathNotFoundError
@@ -44,16 +45,21 @@ def is_url(path: str) -> bool:
     return "://" in str(path)
 
 
-def official_checkpoints() -> Dict[str, Tuple[str, str]]:
-    """Lower-case name -> (file name, URL) of every official checkpoint known by name."""
-    out: Dict[str, Tuple[str, str]] = {}
+def _zoo_source(entry: model_zoo.ZooEntry) -> Tuple[str, Optional[str]]:
+    """(file name, URL) of a model-zoo row; the URL is None for a file without a direct download."""
+    return entry.weights, None if entry.manual_download_page else model_zoo.download_url(entry)
+
+
+def official_checkpoints() -> Dict[str, Tuple[str, Optional[str]]]:
+    """Lower-case name -> (file name, URL) of every official checkpoint known by name (URL None: a
+    file published without a direct download, see :func:`mlla_rtdetr.model_zoo.download_url`)."""
+    out: Dict[str, Tuple[str, Optional[str]]] = {}
     for entry in model_zoo.MODEL_ZOO:
-        source = (entry.weights, model_zoo.download_url(entry))
+        source = _zoo_source(entry)
         out.setdefault(entry.weights[: -len(".pth")].lower(), source)
         out.setdefault(entry.name.lower(), source)
         if entry.table != "COCO + Objects365":
-            out.setdefault(entry.recipe.lower(), (model_zoo.zoo_entry(entry.recipe).weights,
-                                                  model_zoo.download_url(model_zoo.zoo_entry(entry.recipe))))
+            out.setdefault(entry.recipe.lower(), _zoo_source(model_zoo.zoo_entry(entry.recipe)))
     for weights in model_zoo.IMAGENET_WEIGHTS.values():
         out.setdefault(weights[: -len(".pth")].lower(), (weights, model_zoo.imagenet_url(weights)))
     for variant, (weights, url) in model_zoo.MLLA_IMAGENET_WEIGHTS.items():
@@ -104,6 +110,8 @@ def resolve_checkpoint(spec: str, cache_dir: os.PathLike) -> str:
         raise PathNotFoundError(message)
     path = cached_checkpoint_path(file_name, cache_dir)
     if not path.is_file():
+        if url is None:
+            raise model_zoo.manual_download_error(model_zoo.entries_for_weights()[file_name][0], str(path))
         download(url, path)
     return str(path)
 

@@ -1,5 +1,5 @@
-"""DEIM-RT-DETRv2-M* (official ``deim_rtdetrv2/deim_r34vd_120e_coco.yml``, ShihuaHuang95/DEIM @ a9aa4ad)
-on COCO.
+"""DEIM-RT-DETRv2-M (official ``deim_rtdetrv2/deim_r34vd_120e_coco.yml``, ShihuaHuang95/DEIM @ a9aa4ad)
+on COCO; the DEIM README's M is the R34 model (RT-DETRv2 calls its R34 model M*).
 
 The DEIM-RT-DETRv2-S recipe (``deim_rtdetrv2_r18vd_120e_coco.py``: 120 epochs, total batch 16,
 Dense O2O with policy epochs [4, 64, 117], AdamW lr 2e-4 / wd 1e-4, flat-cosine, EMA 0.9999 /

@@ -1,7 +1,7 @@
 """DEIM-RT-DETRv2-L (official ``deim_rtdetrv2/deim_r50vd_60e_coco.yml``, ShihuaHuang95/DEIM @ a9aa4ad)
 on COCO; the base of the R50-m and R101 recipes.
 
-The DEIM-RT-DETRv2-M* recipe (``deim_rtdetrv2_r34vd_120e_coco.py``: total batch 16, Dense O2O,
+The DEIM-RT-DETRv2-M recipe (``deim_rtdetrv2_r34vd_120e_coco.py``: total batch 16, Dense O2O,
 AdamW lr 2e-4 / wd 1e-4 with backbone parameters not named ``norm`` at a lower lr and no weight
 decay on any ``norm`` / ``bn`` parameter, flat-cosine to 0.5x, EMA 0.9999 / 2000-iteration
 warm-up, grad clip 0.1, AMP) with what the R50 YAML changes: the R50 model

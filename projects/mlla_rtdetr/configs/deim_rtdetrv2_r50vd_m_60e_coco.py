@@ -1,5 +1,5 @@
-"""DEIM-RT-DETRv2-M (official ``deim_rtdetrv2/deim_r50vd_m_60e_coco.yml``, ShihuaHuang95/DEIM @ a9aa4ad)
-on COCO.
+"""DEIM-RT-DETRv2-M* (official ``deim_rtdetrv2/deim_r50vd_m_60e_coco.yml``, ShihuaHuang95/DEIM @ a9aa4ad)
+on COCO; the DEIM README's M* is the R50-m model (RT-DETRv2 calls its R50-m model M).
 
 The DEIM-RT-DETRv2-L recipe (``deim_rtdetrv2_r50vd_60e_coco.py``: 60 epochs, total batch 16, policy
 epochs [4, 34, 58], AdamW lr 2e-4 / wd 1e-4 with the backbone at 2e-5, flat-cosine, EMA 0.9999 /

@@ -212,12 +212,17 @@ def official_gflops(model: nn.Module, height: int = 640, width: int = 640,
     """GFLOPs of one image the way the official RT-DETR numbers count them: 2 x the multiply-adds
     of convolutions and matrix products (:data:`MATMUL_OPERATORS`) of ``forward_raw`` in eval
     mode, with the decoder's encoder box head (``decoder.enc_bbox_head``, row-wise) counted on all
-    memory tokens as the official decoders run it; ours runs it on the selected queries only
-    (identical outputs). Pass the :func:`model_flops` ``report`` of this size to skip the trace."""
+    memory tokens as the official RT-DETR v1 / v2 decoders run it; ours runs it on the selected
+    queries only (identical outputs), as the official D-FINE decoder does (no correction there).
+    Pass the :func:`model_flops` ``report`` of this size to skip the trace."""
+    from ..modeling.decoder.dfine_decoder import DFINETransformer
+
     report = report or model_flops(model, height, width)
     macs = sum(v for k, v in report.by_operator.items() if k in MATMUL_OPERATORS)
-    head = getattr(getattr(model, "decoder", None), "enc_bbox_head", None)
-    if head is not None and "decoder.enc_bbox_head" in report.by_submodule:
+    decoder = getattr(model, "decoder", None)
+    head = getattr(decoder, "enc_bbox_head", None)
+    # The official D-FINE decoder runs the head on the selected queries only, as ours does.
+    if head is not None and "decoder.enc_bbox_head" in report.by_submodule and not isinstance(decoder, DFINETransformer):
         per_token = sum(m.in_features * m.out_features for m in head.modules() if isinstance(m, nn.Linear))
         executed = report.by_submodule["decoder.enc_bbox_head"] / per_token
         strides = getattr(model.decoder, "feat_strides", [8, 16, 32])
