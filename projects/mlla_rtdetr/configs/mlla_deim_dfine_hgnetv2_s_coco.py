@@ -4,7 +4,7 @@ cost of the baseline (model zoo README, "MLLA on D-FINE and DEIM": 1.00x its GFL
 Why this placement: of the RT-DETR placement study's two best single placements (the hybrid
 backbone and MLLA on S5), the hybrid backbone does not fit D-FINE-S's budget. HGNetv2-B0's res4 /
 res5 are 512 / 1024 channels wide but light (depthwise HG blocks), so one MLLA block there costs
-1.73x the model's GFLOPs (res5 alone 1.38x; attention-only layers after res4 / res5 1.31x), while
+1.79x the model's GFLOPs (res5 alone 1.42x; attention-only layers after res4 / res5 1.34x), while
 MLLA on S5 costs what AIFI costs. Everything else - HGNetv2-B0, the D-FINE encoder (CSP-ELAN
 fusion, SCDown) and decoder, DEIM's changes and every training setting - is
 ``deim_dfine_hgnetv2_s_coco.py`` (imported, not copied).
