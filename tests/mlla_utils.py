@@ -1,10 +1,12 @@
-"""Helpers shared by the MLLA tests: fixture loading and tiny models."""
+"""Helpers shared by the MLLA tests: fixture loading, tiny models and where a detector has MLLA."""
 import json
 from pathlib import Path
 
 import torch
 
 from mlla_rtdetr.modeling.backbone.mlla import MLLABackbone, MLLAClassifier
+from mlla_rtdetr.modeling.backbone.mlla_stages import MLLAMapStage
+from mlla_rtdetr.modeling.encoder.mlla_intra_scale import MLLAIntraScale
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "parity" / "fixtures"
 ALL_STAGES = ("res2", "res3", "res4", "res5")
@@ -41,3 +43,38 @@ def tiny_backbone(**overrides) -> MLLABackbone:
                   out_features=ALL_STAGES)
     kwargs.update(overrides)
     return MLLABackbone(**kwargs)
+
+
+def mlla_places(model) -> set:
+    """Where a detector has MLLA: "backbone" (the MLLA backbone), "intra:<level>", "fusion:<fpn|pan>_blocks.<k>",
+    "stage:<res>" (hybrid) and "after:<res>" (attention-only layers)."""
+    places = set()
+    stage_names = dict(zip(getattr(model.backbone, "stage_paths", ()), getattr(model.backbone, "stage_names", ())))
+    for name, m in model.named_modules():
+        parts = name.split(".")
+        if isinstance(m, MLLABackbone):
+            places.add("backbone")
+        elif isinstance(m, MLLAIntraScale) and parts[1] == "encoder":
+            places.add(f"intra:{model.encoder.use_encoder_idx[int(parts[2])]}")
+        elif isinstance(m, MLLAIntraScale):
+            places.add(f"fusion:{parts[1]}.{parts[2]}")
+        elif isinstance(m, MLLAMapStage) and parts[1] == "after_stage":
+            places.add(f"after:{parts[2]}")
+        elif isinstance(m, MLLAMapStage):
+            places.add(f"stage:{stage_names[name.split('.', 1)[1]]}")
+    return places
+
+
+def expected_places(placement: str) -> set:
+    """The places (:func:`mlla_places`) of a placement-study label, e.g. "hybrid+intra_s5"."""
+    parts = placement.split("+")
+    expected = {"intra:2"} if "intra_s5" in parts else {"intra:1", "intra:2"} if "intra_s4s5" in parts else set()
+    if "fusion" in parts:
+        expected |= {f"fusion:{p}_blocks.{k}" for p in ("fpn", "pan") for k in (0, 1)}
+    if "hybrid" in parts:
+        expected |= {"stage:res4", "stage:res5"}
+    if "attention" in parts:
+        expected |= {"after:res4", "after:res5"}
+    if "backbone" in parts:
+        expected.add("backbone")
+    return expected

@@ -129,3 +129,38 @@ def test_the_sweep_file_runs_the_study_at_coco_scale(tmp_path):
                     "stages": [False, False] + ["hybrid" in parts] * 2,
                     "after": ["res4", "res5"] if "attention" in parts else []}
         assert found == expected, placement
+
+
+DEIM_SWEEPS = {  # DEIM recipe -> its placement sweep file (D-FINE's CSP-ELAN encoder has its own fusion line)
+    "deim_rtdetrv2_r18vd_120e_coco.py": SWEEP_FILE,
+    "deim_dfine_hgnetv2_s_coco.py": SWEEP_FILE.with_name("placements_dfine.txt"),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(DEIM_SWEEPS))
+def test_the_sweep_files_expand_on_the_deim_recipes(recipe, tmp_path):
+    """The study on DEIM-RT-DETRv2-S and DEIM-D-FINE-S: the sweep (every line x 3 seeds) expands on
+    the recipe, and every run's config builds (meta device) the placement its label names, with the
+    recipe's own fusion block kept (CSP layer / CSP-ELAN) and the seed of its directory."""
+    from mlla_rtdetr.config import config_path, instantiate_on_meta
+    from mlla_rtdetr.engine import load_config
+    from mlla_rtdetr.sweep.plan import expand_list, load_run_list, parse_axis
+    from mlla_utils import expected_places, mlla_places
+
+    lines = load_run_list(str(DEIM_SWEEPS[recipe]))
+    assert [dict(r.labels)["placement"] for r in lines] == PLACEMENTS
+    runs = expand_list([str(config_path(recipe))], lines, tmp_path, axes=[parse_axis("train.seed=0,1,2")])
+    assert len(runs) == 3 * len(PLACEMENTS)
+    fusion = None
+    built = {}
+    for run in runs:
+        cfg = load_config(run.config_file, run.overrides)
+        assert cfg.train.seed == int(run.swept["train.seed"])
+        placement = run.swept["placement"]
+        if placement not in built:  # the seeds share the model
+            built[placement] = instantiate_on_meta(cfg.model)
+        model = built[placement]
+        assert {p.device.type for p in model.parameters()} == {"meta"}
+        assert mlla_places(model) == expected_places(placement), run.name
+        fusion = fusion or type(model.encoder.fpn_blocks[0])
+        assert [type(b) for b in list(model.encoder.fpn_blocks) + list(model.encoder.pan_blocks)] == [fusion] * 4

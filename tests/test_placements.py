@@ -23,9 +23,11 @@ from mlla_rtdetr.errors import ConfigError
 from mlla_rtdetr.modeling.backbone import STAGE_BLOCKS, MLLABackbone, PResNet
 from mlla_rtdetr.modeling.backbone.mlla_stages import MLLAMapStage
 from mlla_rtdetr.modeling.encoder import FUSION_BLOCKS, CSPRepLayer, HybridEncoder, RepVggBlock
+from mlla_rtdetr.modeling.encoder.fusion import RepNCSPELAN4
 from mlla_rtdetr.modeling.encoder.mlla_intra_scale import MLLAIntraScale
 from mlla_rtdetr.modeling.layers import LinearAttention, MLLABlock, RoPE2D, map_to_tokens, tokens_to_map
-from tools_utils import spread_weights_
+from mlla_utils import expected_places, mlla_places
+from tools_utils import REPO_ROOT, spread_weights_
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,6 +146,25 @@ def test_fusion_block_gradients_and_transpose_symmetry():
     assert block(x).shape == (2, 32, 7, 11)
     assert_grads_everywhere(block, block(x).square().mean())
     assert_transpose_equivariant(FUSION_BLOCKS.build("mlla", 64, 32, 2, 1.0, "silu"), torch.randn(2, 64, 5, 9))
+
+
+def test_mlla_elan_fusion_keeps_dfine_block_and_its_keys():
+    """"mlla_elan": D-FINE's CSP-ELAN block of the same widths, MLLA blocks in its two CSP layers;
+    every other key is the "rep_ncsp_elan4" block's, so only the bottlenecks start from scratch."""
+    torch.manual_seed(0)
+    elan = FUSION_BLOCKS.build("rep_ncsp_elan4", 128, 64, 1, 0.5, "silu")
+    mlla = FUSION_BLOCKS.build({"name": "mlla_elan", "num_layers": 2, "head_dim": 16}, 128, 64, 1, 0.5, "silu").train()
+    assert type(mlla) is type(elan) is RepNCSPELAN4
+    for csp in (mlla.cv2[0], mlla.cv3[0]):
+        assert isinstance(csp.bottlenecks, MLLAIntraScale) and len(csp.bottlenecks.layers) == 2
+        assert csp.bottlenecks.dim == 16 and csp.bottlenecks.layers[0].attn.num_heads == 1  # c4 = 0.5 * 64 // 2
+    kept = {k: v.shape for k, v in elan.state_dict().items() if ".bottlenecks." not in k}
+    assert kept == {k: v.shape for k, v in mlla.state_dict().items() if ".bottlenecks." not in k}
+    x = torch.randn(2, 128, 5, 9)
+    assert mlla(x).shape == (2, 64, 5, 9)
+    assert_grads_everywhere(mlla, mlla(x).square().mean())
+    single_head = FUSION_BLOCKS.build({"name": "mlla_elan", "head_dim": 64}, 128, 64, 1, 0.5, "silu")
+    assert_transpose_equivariant(single_head, torch.randn(2, 128, 5, 9))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +445,8 @@ def test_every_placement_exports_to_onnx_with_a_dynamic_batch(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # ImageNet initialisation of the hybrid backbone (tools/convert_mlla_checkpoint.py --target hybrid)
 # ---------------------------------------------------------------------------------------------
-def test_hybrid_recipe_init_from_imagenet_resnet_and_mlla(tmp_path):
+@pytest.mark.parametrize("recipe", ["mlla_hybrid_r18vd_120e_coco.py", "mlla_deim_rtdetrv2_r18vd_120e_coco.py"])
+def test_hybrid_recipe_init_from_imagenet_resnet_and_mlla(tmp_path, recipe):
     """The command of the hybrid recipe's docstring and the model zoo README, on stand-ins for the
     official ImageNet files (same formats and widths, random values; the MLLA-T stand-in has one
     block per stage): every backbone tensor gets a source."""
@@ -440,7 +462,7 @@ def test_hybrid_recipe_init_from_imagenet_resnet_and_mlla(tmp_path):
     torch.save({"model": mlla_t.state_dict()}, tmp_path / "MLLA_T.pth")  # official layout: under "model"
     resnet = PResNet(depth=18, out_features=("res2", "res3", "res4", "res5"))
     torch.save(resnet.state_dict(), tmp_path / "ResNet18_vd.pth")  # official layout: a bare state dict
-    recipe = str(REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / "mlla_hybrid_r18vd_120e_coco.py")
+    recipe = str(REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / recipe)
     out = tmp_path / "hybrid_r18_in1k.pth"
     proc = subprocess.run([sys.executable, "tools/convert_mlla_checkpoint.py", "--target", "hybrid",
                            "--input", str(tmp_path / "MLLA_T.pth"), "--resnet-vd", str(tmp_path / "ResNet18_vd.pth"),
@@ -476,33 +498,173 @@ def _flat(node, prefix=""):
     return {prefix[:-1]: value}
 
 
-R18_PLACEMENT_RECIPES = {
-    "mlla_fusion_r18vd_120e_coco.py": {
+HYBRID_RES4_RES5 = {
+    "model.backbone.stage_blocks.res4.name": "mlla", "model.backbone.stage_blocks.res4.depth": 1,
+    "model.backbone.stage_blocks.res5.name": "mlla", "model.backbone.stage_blocks.res5.depth": 1}
+MLLA_ON_S5 = {"model.encoder.attention": ["mlla"], "model.encoder.attention_cfg": [{"drop_path": 0.0}]}
+#: recipe -> (the baseline recipe it imports, what it changes besides train.output_dir)
+PLACEMENT_RECIPES = {
+    "mlla_fusion_r18vd_120e_coco.py": ("rtdetrv2_r18vd_120e_coco.py", {
         "model.encoder.fpn_fusion.name": "mlla", "model.encoder.fpn_fusion.num_layers": 1,
-        "model.encoder.pan_fusion.name": "mlla", "model.encoder.pan_fusion.num_layers": 1},
-    "mlla_hybrid_r18vd_120e_coco.py": {
-        "model.backbone.stage_blocks.res4.name": "mlla", "model.backbone.stage_blocks.res4.depth": 1,
-        "model.backbone.stage_blocks.res5.name": "mlla", "model.backbone.stage_blocks.res5.depth": 1},
-    "mlla_attn_r18vd_120e_coco.py": {
+        "model.encoder.pan_fusion.name": "mlla", "model.encoder.pan_fusion.num_layers": 1}),
+    "mlla_hybrid_r18vd_120e_coco.py": ("rtdetrv2_r18vd_120e_coco.py", HYBRID_RES4_RES5),
+    "mlla_attn_r18vd_120e_coco.py": ("rtdetrv2_r18vd_120e_coco.py", {
         "model.backbone.insert_after.res4.name": "mlla_attention",
-        "model.backbone.insert_after.res5.name": "mlla_attention"},
+        "model.backbone.insert_after.res5.name": "mlla_attention"}),
+    # MLLA on the DEIM models, at their baselines' cost (model zoo README, "MLLA on D-FINE and DEIM")
+    "mlla_deim_rtdetrv2_r18vd_120e_coco.py": ("deim_rtdetrv2_r18vd_120e_coco.py", {**HYBRID_RES4_RES5, **MLLA_ON_S5}),
+    "mlla_deim_dfine_hgnetv2_s_coco.py": ("deim_dfine_hgnetv2_s_coco.py", MLLA_ON_S5),
 }
 
 
-@pytest.mark.parametrize("name", sorted(R18_PLACEMENT_RECIPES))
-def test_r18_placement_recipes_change_only_the_placement(name):
+@pytest.mark.parametrize("name", sorted(PLACEMENT_RECIPES))
+def test_placement_recipes_change_only_the_placement(name):
     from detectron2.config import LazyConfig, instantiate
 
-    from tools_utils import REPO_ROOT
-
     cfg_dir = REPO_ROOT / "projects" / "mlla_rtdetr" / "configs"
-    base = _flat(LazyConfig.load(str(cfg_dir / "rtdetrv2_r18vd_120e_coco.py")))
+    base_name, changes = PLACEMENT_RECIPES[name]
+    base_cfg = LazyConfig.load(str(cfg_dir / base_name))
+    sections = ("model", "dataloader", "optimizer", "lr_multiplier", "train")  # a recipe (not its helper variables)
+    base = {k: v for k, v in _flat(base_cfg).items() if k.split(".")[0] in sections}
     cfg = LazyConfig.load(str(cfg_dir / name))
     got = _flat(cfg)
     changed = {k: v for k, v in got.items() if base.get(k, "<absent>") != v}
     assert changed.pop("train.output_dir") == f"./output/{name[:-3]}"
-    assert changed == R18_PLACEMENT_RECIPES[name]
+    assert changed == changes
     assert not [k for k in base if k not in got]
-    backbone = instantiate(cfg.model.backbone)
-    assert backbone.output_shape() == {"res3": ShapeSpec(channels=128, stride=8), "res4": ShapeSpec(channels=256, stride=16),
-                                       "res5": ShapeSpec(channels=512, stride=32)}
+    assert instantiate(cfg.model.backbone).output_shape() == instantiate(base_cfg.model.backbone).output_shape()
+
+
+#: Official GFLOPs at 640 (mlla_rtdetr.utils.flops.official_gflops, as tools/benchmark.py --flops and
+#: tools/analyze_model.py count them) of the MLLA DEIM recipes and their baselines: the model zoo
+#: README's "MLLA on D-FINE and DEIM" table.
+DEIM_RECIPE_GFLOPS = {
+    "deim_dfine_hgnetv2_s_coco.py": 25.23, "mlla_deim_dfine_hgnetv2_s_coco.py": 25.30,
+    "deim_rtdetrv2_r18vd_120e_coco.py": 61.05, "mlla_deim_rtdetrv2_r18vd_120e_coco.py": 53.48,
+}
+
+
+@pytest.mark.parametrize("name", ["mlla_deim_dfine_hgnetv2_s_coco.py", "mlla_deim_rtdetrv2_r18vd_120e_coco.py"])
+def test_mlla_deim_recipes_cost_at_most_their_baselines_gflops(name):
+    """GFLOPs are deterministic: the ratio is checked here, latency in the benchmark (README)."""
+    from mlla_rtdetr.engine import build_model, load_config
+    from mlla_rtdetr.utils.flops import official_gflops
+
+    base_name = PLACEMENT_RECIPES[name][0]
+    gflops = {n: official_gflops(build_model(load_config(n), device="cpu"), 640, 640) for n in (base_name, name)}
+    assert gflops == {n: pytest.approx(DEIM_RECIPE_GFLOPS[n], abs=0.005) for n in gflops}
+    assert gflops[name] / gflops[base_name] <= 1.15
+
+
+# ---------------------------------------------------------------------------------------------
+# every placement on the DEIM models (DEIM-D-FINE: HGNetv2 + D-FINE encoder / decoder; DEIM-RT-DETRv2)
+# ---------------------------------------------------------------------------------------------
+SWEEPS = REPO_ROOT / "projects" / "mlla_rtdetr" / "configs" / "sweeps"
+#: DEIM family -> (model config, its placement sweep file)
+DEIM_FAMILIES = {
+    "deim_dfine": ("models/deim_dfine_hgnetv2_s.py", SWEEPS / "placements_dfine.txt"),
+    "deim_rtdetrv2": ("models/deim_rtdetrv2_r18vd.py", SWEEPS / "placements.txt"),
+}
+def _sweep_lines(path):
+    from mlla_rtdetr.sweep.plan import load_run_list
+
+    return {dict(r.labels)["placement"]: list(r.overrides) for r in load_run_list(str(path))}
+
+
+#: The DEIM-S model configs at width 64 and 128 px (HGNetv2-B0 keeps its widths, ResNet-18-vd its
+#: depth at base width 16): about 1 s per training step + eval forward.
+SMALL = ["model.num_classes=5", "model.num_top_queries=20", "model.encoder.hidden_dim=64", "model.encoder.nhead=4",
+         "model.encoder.dim_feedforward=128", "model.encoder.eval_spatial_size=[128,128]",
+         "model.decoder.hidden_dim=64", "model.decoder.feat_channels=[64,64,64]", "model.decoder.nhead=4",
+         "model.decoder.dim_feedforward=128", "model.decoder.num_queries=20", "model.decoder.num_denoising=10",
+         "model.decoder.eval_spatial_size=[128,128]"]
+
+
+
+def _training_batch():
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(0)
+    batch = []
+    for boxes, classes in (([[4, 8, 60, 70], [20, 30, 110, 90]], [1, 3]), ([[10, 10, 50, 120]], [4])):
+        inst = Instances((128, 128))
+        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.gt_classes = torch.tensor(classes)
+        batch.append({"image": torch.randint(0, 256, (3, 128, 128), generator=g, dtype=torch.uint8),
+                      "instances": inst, "height": 128, "width": 128})
+    return batch
+
+
+def small_deim_model(family: str, placement: str):
+    """The family's small model with the placement of its sweep line ("backbone": a small MLLA backbone)."""
+    from detectron2.config import LazyCall as L
+    from detectron2.config import instantiate
+
+    from mlla_rtdetr.engine import load_config
+
+    model_config, sweep = DEIM_FAMILIES[family]
+    small = SMALL + (["model.backbone.base_width=16"] if family == "deim_rtdetrv2" else [])
+    overrides = [] if placement == "backbone" else _sweep_lines(sweep)[placement]
+    cfg = load_config(model_config, small + overrides)
+    if placement == "backbone":  # as models/mlla_rtdetr_t.py, at MLLA width 16
+        cfg.model.backbone = L(MLLABackbone)(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 4),
+                                             out_features=("res3", "res4", "res5"))
+    torch.manual_seed(0)
+    return instantiate(cfg.model)
+
+
+@pytest.mark.parametrize("placement", [p for p in _sweep_lines(SWEEPS / "placements.txt") if p != "none"] + ["backbone"])
+@pytest.mark.parametrize("family", sorted(DEIM_FAMILIES))
+def test_every_placement_trains_and_evaluates_on_the_deim_models(family, placement):
+    """Each placement of the family's sweep file (and the MLLA backbone) on a small DEIM-D-FINE /
+    DEIM-RT-DETRv2: built where its line says, the DEIM losses are finite, gradients reach every
+    MLLA parameter (at the second step: attention-only layers start as the identity), and the eval
+    forward gives the detections."""
+    model = small_deim_model(family, placement).train()
+    assert mlla_places(model) == expected_places(placement)
+    plain = small_deim_model(family, "none")
+    assert not mlla_places(plain)
+    assert [type(b) for b in model.encoder.fpn_blocks] == [type(b) for b in plain.encoder.fpn_blocks]  # CSP / ELAN kept
+    mlla = {n: p for n, p in model.named_parameters()
+            if any(n.startswith(m + ".") for m, mod in model.named_modules()
+                   if isinstance(mod, (MLLABackbone, MLLAIntraScale, MLLAMapStage)))}
+    assert mlla
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    before = {n: p.detach().clone() for n, p in mlla.items()}
+    for step in range(2):  # attention-only layers start as the identity: their inner weights get gradients from step 2
+        optimizer.zero_grad()
+        losses = model(_training_batch())
+        terms = {"_".join(k.split("_")[:2]) for k in losses}  # loss_giou_aux_0 -> loss_giou
+        # (D-FINE's corner heads start at zero, every layer is its own teacher: DDF from step 2 on)
+        dfine_terms = {"loss_fgl"} | ({"loss_ddf"} if step else set())
+        assert terms == {"loss_mal", "loss_bbox", "loss_giou"} | (dfine_terms if family == "deim_dfine" else set())
+        assert all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+        if step == 0:
+            stepped = [n for n, p in mlla.items() if p.grad is not None and p.grad.abs().sum() > 0]
+            optimizer.step()
+    no_grad = [n for n, p in mlla.items() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad, f"no gradient reaches {no_grad[:5]}"
+    assert stepped and any(not torch.equal(before[n], mlla[n]) for n in stepped)  # the step moved them
+    model.eval()
+    with torch.no_grad():
+        results = model(_training_batch())
+    for r in results:
+        inst = r["instances"]
+        assert len(inst) == 20 and torch.isfinite(inst.pred_boxes.tensor).all()
+        assert ((inst.scores >= 0) & (inst.scores <= 1)).all() and (inst.pred_classes < 5).all()
+
+
+@pytest.mark.parametrize("family,block", [("deim_dfine", "mlla_elan"), ("deim_rtdetrv2", "mlla")])
+def test_use_mlla_fusion_is_the_sweep_files_fusion_line(family, block):
+    import runpy
+
+    from mlla_rtdetr.config import config_path
+    from mlla_rtdetr.engine import load_config
+
+    model_config, sweep = DEIM_FAMILIES[family]
+    use_mlla_fusion = runpy.run_path(str(config_path("models/mlla_placements.py")))["use_mlla_fusion"]
+    by_helper = use_mlla_fusion(load_config(model_config).model, block=block)
+    by_line = load_config(model_config, _sweep_lines(sweep)["fusion"]).model
+    assert by_helper.encoder == by_line.encoder
+    assert by_helper.encoder.fpn_fusion.name == by_helper.encoder.pan_fusion.name == block

@@ -68,11 +68,16 @@ def test_inference_and_train_step_json(bench, tmp_path):
     assert data["rows"][0]["time_vs_baseline"] == 1.0 and data["rows"][1]["time_vs_baseline"] > 0
     # --flops: the GFLOPs of tools/analyze_model.py (eval model), ms per GFLOP and its ratio to the baseline's
     from mlla_rtdetr.engine import build_model, load_config
-    from mlla_rtdetr.utils.flops import model_flops
+    from mlla_rtdetr.utils.flops import model_flops, official_gflops
 
     base, mlla = data["rows"]
-    expected = model_flops(build_model(load_config(MLLA_TINY_CONFIG, ["model.num_top_queries=10"]), checkpoint=""), 64, 64)
+    mlla_model = build_model(load_config(MLLA_TINY_CONFIG, ["model.num_top_queries=10"]), checkpoint="")
+    expected = model_flops(mlla_model, 64, 64)
     assert mlla["gflops"] == pytest.approx(expected.gflops, rel=1e-6)
+    # and the official count (convs and matrix products), with its ratio to the baseline's
+    assert mlla["official_gflops"] == pytest.approx(official_gflops(mlla_model, 64, 64, report=expected), rel=1e-6)
+    assert base["official_gflops_vs_baseline"] == 1.0
+    assert mlla["official_gflops_vs_baseline"] == pytest.approx(mlla["official_gflops"] / base["official_gflops"])
     for r in (base, mlla):
         assert r["ms_per_gflop"] == pytest.approx(r["per_image_ms"] / r["gflops"])
     assert base["ms_per_gflop_vs_baseline"] == 1.0

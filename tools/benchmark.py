@@ -16,7 +16,7 @@ Modes::
                    without deploy() (the inference form), channels-last, torch.compile, autocast
                    fp16 / bf16 (--precision), and in onnxruntime (--onnxruntime: the model exported to
                    ONNX as tools/export_onnx.py does, run by an onnxruntime CPU session); --flops adds
-                   GFLOPs and ms per GFLOP.
+                   GFLOPs, ms per GFLOP and the official GFLOPs count (with ratios to the baseline).
   train-step       time of one optimizer step (forward with random targets, loss, backward, AdamW
                    step; autocast and loss scaling with --precision fp16 / bf16).
   encoder-scaling  softmax AIFI vs MLLA intra-scale blocks at several input sizes, on S5 only
@@ -239,7 +239,8 @@ def mode_inference(args, train: bool = False) -> Dict[str, Any]:
     cols = (["config"] if len(entries) > 1 else []) + ["input_size", "batch_size"] + varying + [
         "median_ms", "min_ms", "per_image_ms", "throughput_img_s"] + (
         ["speedup_vs_plain"] if varying else []) + (["time_vs_baseline"] if len(entries) > 1 else []) + (
-        ["gflops", "ms_per_gflop"] + (["ms_per_gflop_vs_baseline"] if len(entries) > 1 else []) if flops else []) + (
+        ["gflops", "ms_per_gflop"] + (["ms_per_gflop_vs_baseline"] if len(entries) > 1 else []) + ["official_gflops"]
+        + (["official_gflops_vs_baseline"] if len(entries) > 1 else []) if flops else []) + (
         ["peak_mem_mb"] if args.memory else [])
     title = "Training step (forward + loss + backward + AdamW step)" if train else "Inference (forward_raw)"
     if len(entries) > 1:
@@ -254,7 +255,8 @@ def add_flops(rows, entries, args, baseline: str, same_variant) -> None:
     """GFLOPs per image of every model and size (counted once, on the eval-mode model as
     ``tools/analyze_model.py`` does), the cost per GFLOP of every row (``per_image_ms / gflops``) and
     its ratio to the baseline model's in the same variant: how efficiently each architecture turns
-    its arithmetic into speed."""
+    its arithmetic into speed; plus the official count (``official_gflops``) and its ratio to the
+    baseline's."""
     gflops = {}
     for entry, size in itertools.product(entries, args.input_sizes):
         log(f"{entry['name']}: counting GFLOPs at {size}")
@@ -264,12 +266,13 @@ def add_flops(rows, entries, args, baseline: str, same_variant) -> None:
         spec.update(entry["spec"])
         gflops[(entry["name"], size)] = detector_gflops(spec)
     for r in rows:
-        r["gflops"] = gflops[(r["config"], r["input_size"])]
+        r.update(gflops[(r["config"], r["input_size"])])
         r["ms_per_gflop"] = r["per_image_ms"] / r["gflops"] if r["gflops"] else None
     base_rows = {same_variant(r): r for r in rows if r["config"] == baseline}
     for r in rows:
         ref = base_rows.get(same_variant(r))
         r["ms_per_gflop_vs_baseline"] = ratio(r["ms_per_gflop"], ref["ms_per_gflop"]) if ref else None
+        r["official_gflops_vs_baseline"] = ratio(r["official_gflops"], ref["official_gflops"]) if ref else None
 
 
 def mode_encoder_scaling(args) -> Dict[str, Any]:
@@ -547,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "inference":
             p.add_argument("--flops", action="store_true",
                            help="also count each model's GFLOPs per image (as tools/analyze_model.py) and report "
-                                "ms per GFLOP, and its ratio to the baseline model's")
+                                "ms per GFLOP, and its ratio to the baseline model's; plus the official count "
+                                "(official_gflops) and its ratio to the baseline's")
             p.add_argument("--onnxruntime", choices=["off", "on", "both"], default="off",
                            help="also (both) or only (on) time the model exported to ONNX (as tools/export_onnx.py "
                                 "does) in an onnxruntime CPU session with --threads threads")

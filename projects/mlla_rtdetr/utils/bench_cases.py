@@ -95,13 +95,17 @@ def _detector(spec, device: str, train: bool = False) -> nn.Module:
     return build_model(_load(spec), checkpoint=spec.get("checkpoint", ""), device=device)
 
 
-def detector_gflops(spec: Dict[str, Any]) -> float:
+def detector_gflops(spec: Dict[str, Any]) -> Dict[str, float]:
     """GFLOPs per image of the detector of ``spec`` (ours or official) at ``spec["input_size"]``,
-    counted as ``tools/analyze_model.py`` does (fvcore on ``forward_raw`` in eval mode, 2 x MACs)."""
-    from .flops import model_flops
+    counted as ``tools/analyze_model.py`` does: ``gflops`` (fvcore on ``forward_raw`` in eval mode,
+    2 x MACs) and ``official_gflops`` (the official RT-DETR convention,
+    :func:`~mlla_rtdetr.utils.flops.official_gflops`, from the same trace)."""
+    from .flops import model_flops, official_gflops
 
     model = _detector(spec, "cpu").eval()
-    return model_flops(model, *_hw(spec["input_size"])).gflops
+    hw = _hw(spec["input_size"])
+    report = model_flops(model, *hw)
+    return {"gflops": report.gflops, "official_gflops": official_gflops(model, *hw, report=report)}
 
 
 def _autocast(spec, device: str):

@@ -1,23 +1,26 @@
 """Put MLLA into more places of an RT-DETR model config (in place; each returns ``model``).
 
 * :func:`use_mlla_fusion` - CCFF fusion blocks (FPN / PAN) become CSP layers of MLLA blocks
-  (``HybridEncoder(fpn_fusion=..., pan_fusion=...)``, fusion registry name "mlla");
+  (``HybridEncoder(fpn_fusion=..., pan_fusion=...)``, fusion registry name "mlla"; "mlla_elan" for
+  D-FINE's CSP-ELAN blocks);
 * :func:`use_mlla_stages` - backbone stages become MLLA stages (a hybrid backbone;
   ``stage_blocks``, stage-block registry name "mlla");
 * :func:`insert_mlla_attention` - attention-only MLLA layers after backbone stages
   (``insert_after``, stage-block registry name "mlla_attention").
 
 The intra-scale placement is :func:`.mlla_rtdetr_encoder.use_mlla_encoder`. The same settings as
-command-line overrides make the placement study's sweep file (``configs/sweeps/placements.txt``).
+command-line overrides make the placement study's sweep files (``configs/sweeps/placements.txt``;
+``placements_dfine.txt`` for D-FINE / DEIM-D-FINE models).
 """
 
 FPN_AND_PAN = ("fpn", "pan")
 
 
-def use_mlla_fusion(model, paths=FPN_AND_PAN, num_layers=1, **cfg):
+def use_mlla_fusion(model, paths=FPN_AND_PAN, num_layers=1, block="mlla", **cfg):
     """Every fusion block of the given paths ("fpn", "pan") is a CSP layer of ``num_layers`` MLLA
-    blocks (the official block has 3 RepVGG blocks; one MLLA block keeps RT-DETR-R18's cost)."""
-    spec = dict(name="mlla", num_layers=num_layers, **cfg)
+    blocks (the official block has 3 RepVGG blocks; one MLLA block keeps RT-DETR-R18's cost);
+    ``block="mlla_elan"`` on D-FINE models: their CSP-ELAN block with MLLA bottlenecks."""
+    spec = dict(name=block, num_layers=num_layers, **cfg)
     for path in paths:
         if path not in FPN_AND_PAN:
             raise ValueError(f"fusion paths are 'fpn' and 'pan', got '{path}'.")

@@ -10,7 +10,9 @@ hidden width (the concatenated maps), ``num_blocks = round(3 * depth_mult)``. Bu
 
 * ``"csprep"`` (default): the official CSPRep layer of RepVGG blocks (:class:`CSPRepLayer`);
 * ``"mlla"`` (``mlla_fusion.py``): the same CSP layer with MLLA blocks as bottlenecks;
-* ``"rep_ncsp_elan4"``: D-FINE's CSP-ELAN block (:class:`RepNCSPELAN4`, from YOLOv9).
+* ``"rep_ncsp_elan4"``: D-FINE's CSP-ELAN block (:class:`RepNCSPELAN4`, from YOLOv9);
+* ``"mlla_elan"`` (``mlla_fusion.py``): D-FINE's CSP-ELAN block with MLLA blocks as the
+  bottlenecks of its two CSP layers.
 """
 from __future__ import annotations
 
@@ -126,16 +128,18 @@ class RepNCSPELAN4(nn.Module):
     RepVGG blocks to ``c4`` channels, then a 3x3 conv) continues from the second half and ``cv3``
     (the same, ``c4`` -> ``c4``) from ``cv2``'s output; ``cv4`` (1x1) fuses the four maps
     ``[half1, half2, cv2, cv3]`` (``c3 + 2 * c4`` channels). Every conv has BN and ``act``.
+    ``bottlenecks`` builds the bottleneck stack of both CSP layers (default: RepVGG blocks; see
+    :class:`CSPRepLayer`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, c3: int, c4: int, num_blocks: int = 3,
-                 bias: bool = False, act="silu"):
+                 bias: bool = False, act="silu", bottlenecks: Optional[Callable[[int, int], nn.Module]] = None):
         super().__init__()
         self.c = c3 // 2
         self.cv1 = ConvNormAct(in_channels, c3, 1, 1, bias=bias, act=act)
-        self.cv2 = nn.Sequential(CSPRepLayer(c3 // 2, c4, num_blocks, 1.0, bias=bias, act=act),
+        self.cv2 = nn.Sequential(CSPRepLayer(c3 // 2, c4, num_blocks, 1.0, bias=bias, act=act, bottlenecks=bottlenecks),
                                  ConvNormAct(c4, c4, 3, 1, bias=bias, act=act))
-        self.cv3 = nn.Sequential(CSPRepLayer(c4, c4, num_blocks, 1.0, bias=bias, act=act),
+        self.cv3 = nn.Sequential(CSPRepLayer(c4, c4, num_blocks, 1.0, bias=bias, act=act, bottlenecks=bottlenecks),
                                  ConvNormAct(c4, c4, 3, 1, bias=bias, act=act))
         self.cv4 = ConvNormAct(c3 + 2 * c4, out_channels, 1, 1, bias=bias, act=act)
 
@@ -148,8 +152,8 @@ class RepNCSPELAN4(nn.Module):
 
 @FUSION_BLOCKS.register("rep_ncsp_elan4")
 def build_rep_ncsp_elan4(in_channels: int, out_channels: int, num_blocks: int, expansion: float,
-                         act="silu") -> RepNCSPELAN4:
+                         act="silu", bottlenecks: Optional[Callable[[int, int], nn.Module]] = None) -> RepNCSPELAN4:
     """D-FINE's CCFF fusion block: ``c3 = in_channels`` (twice the hidden width) and
     ``c4 = round(expansion * out_channels // 2)``, as the official HybridEncoder."""
     return RepNCSPELAN4(in_channels, out_channels, in_channels, round(expansion * out_channels // 2), num_blocks,
-                        act=act)
+                        act=act, bottlenecks=bottlenecks)
