@@ -112,6 +112,9 @@ def test_mlla_recipes_load():
         "mlla_attn_r18vd_120e_coco.py": ("PResNet", "softmax", [2]),
         "mlla_hybrid_enc_s5_r18vd_120e_coco.py": ("PResNet", ["mlla"], [2]),
         "mlla_hybrid_enc_s4s5_r18vd_120e_coco.py": ("PResNet", ["mlla", "mlla"], [1, 2]),
+        # on D-FINE / DEIM (tests/test_placements.py checks them at their baselines' cost)
+        "mlla_deim_dfine_hgnetv2_s_coco.py": ("HGNetv2", ["mlla"], [2]),
+        "mlla_deim_rtdetrv2_r18vd_120e_coco.py": ("PResNet", ["mlla"], [2]),
     }
     assert sorted(p.name for p in cfg_dir.glob("mlla*.py")) == sorted(expect)
     for name, (backbone, attention, levels) in expect.items():
