@@ -89,7 +89,7 @@ def photo_path(photo: str) -> Path:
 
         spec = importlib.util.find_spec("sklearn")
         if spec is None or not spec.submodule_search_locations:
-            raise ImportError("The photo-paste dataset needs scikit-learn's sample images: pip install scikit-learn")
+            raise ImportError("The photo-paste dataset needs scikit-learn's sample photographs: pip install -e .[photos]")
         return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "images" / f"{photo}.jpg"
     raise ValueError(f"unknown photo {photo!r}")
 
