@@ -108,8 +108,12 @@ def test_seed_table_at_every_evaluation_point(tmp_path):
     """--each-eval: a row per (swept values, evaluation point), mean ± std over seeds at each."""
     from mlla_rtdetr.sweep.results import per_evaluation
 
-    results = per_evaluation(collect([make_sweep(tmp_path)]))
-    assert [r.swept["iterations"] for r in results] == ["20", "40"] * 4  # metrics.json iterations 19, 39 (+1)
+    make_sweep(tmp_path)
+    for (att, seed), ap in APS.items():  # as train_net logs: steps 0..39, an evaluation after step 19 and after training
+        lines = _metrics_lines(ap, "bbox_ema", iteration=40) + json.dumps({"iteration": 39, "total_loss": 2.0}) + "\n"
+        (tmp_path / f"attention={att},seed={seed}" / "metrics.json").write_text(lines)
+    results = per_evaluation(collect([tmp_path]))
+    assert [r.swept["iterations"] for r in results] == ["20", "40"] * 4  # iterations trained at each evaluation
     table = seed_table(results)
     assert table.key_headers == ["attention", "iterations", "seeds"]
     assert table.keys == [["softmax", "20", "2"], ["softmax", "40", "2"], ["mlla", "20", "2"], ["mlla", "40", "2"]]

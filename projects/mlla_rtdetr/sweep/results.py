@@ -107,15 +107,21 @@ EVAL_POINT_KEY = "iterations"
 
 def per_evaluation(results: Sequence["RunResult"], task: str = "auto") -> List["RunResult"]:
     """One result per evaluation of each run (from its metrics.json), with the iterations
-    trained by then (logged iteration + 1) as the swept value ``EVAL_POINT_KEY``: tables of AP at
+    trained by then as the swept value ``EVAL_POINT_KEY``: tables of AP at
     equal iterations (mean ± std over seeds at each evaluation point)."""
     out = []
     for r in results:
-        for entry in read_metrics_lines(r.run_dir / METRICS_FILE):
+        entries = read_metrics_lines(r.run_dir / METRICS_FILE)
+        # an evaluation during training is logged at the index of the step just done (trained: index
+        # + 1), the one after training at max_iter (trained: max_iter = last step's index + 1)
+        steps = [int(e["iteration"]) for e in entries if "total_loss" in e and e.get("iteration") is not None]
+        trained_max = max(steps) + 1 if steps else None
+        for entry in entries:
             metrics, found = _entry_metrics(entry, r.task or task)
             if found is None or entry.get("iteration") is None:
                 continue
-            point = str(int(entry["iteration"]) + 1)
+            trained = int(entry["iteration"]) + 1
+            point = str(min(trained, trained_max) if trained_max else trained)
             out.append(dataclasses.replace(r, name=f"{r.name},{EVAL_POINT_KEY}={point}", metrics=metrics,
                                            iteration=entry["iteration"], task=found,
                                            swept={**r.swept, EVAL_POINT_KEY: point}))
