@@ -1,6 +1,6 @@
 """The RT-DETRv2 arm of the DEIM convergence study (``configs/sweeps/deim_convergence.txt``): the tiny
 RT-DETR (``rtdetr_tiny_synthetic.py``) with the RT-DETRv2 recipe (RT-DETR augmentations, constant lr
-after a linear warm-up, VFL), at the study's scale: 96 px, 1000 iterations of 8 images, the EMA
+after a linear warm-up, VFL), at the study's scale: 96 px, 800 iterations of 8 images, the EMA
 weights evaluated every 200 iterations.
 
 The other arm, ``deim_convergence_deim.py``, is the same model with DEIM's recipe at the same scale.
@@ -13,7 +13,7 @@ from mlla_rtdetr.data import multiscale_sizes
 
 from .rtdetr_tiny_synthetic import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-IMAGE_SIZE, MAX_ITER, EVAL_PERIOD, EMA_DECAY = 96, 1000, 200, 0.99
+IMAGE_SIZE, MAX_ITER, EVAL_PERIOD, EMA_DECAY = 96, 800, 200, 0.99
 
 
 def study_scale(dataloader, model, train):
