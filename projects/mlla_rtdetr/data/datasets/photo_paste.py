@@ -24,7 +24,7 @@ from typing import Dict, Tuple
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .synthetic import sample_free_box, write_generated_coco
+from .synthetic import check_generator_knobs, sample_free_box, write_generated_coco
 
 __all__ = ["PHOTO_CLASSES", "PHOTO_OBJECTS", "PHOTO_BACKGROUNDS", "PhotoPasteConfig", "photo_path",
            "generate_photo_paste"]
@@ -66,16 +66,7 @@ class PhotoPasteConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
-        if self.num_train < 1 or self.num_val < 1:
-            raise ValueError("num_train and num_val must be >= 1")
-        if not 0 <= self.min_objects <= self.max_objects or self.max_objects < 1:
-            raise ValueError(f"need 0 <= min_objects <= max_objects, max_objects >= 1, got {self.min_objects}, {self.max_objects}")
-        if not 0 < self.min_object_size <= self.max_object_size <= 1:
-            raise ValueError(f"need 0 < min_object_size <= max_object_size <= 1, got {self.min_object_size}, {self.max_object_size}")
-        if self.max_aspect < 1:
-            raise ValueError(f"max_aspect must be >= 1, got {self.max_aspect}")
+        check_generator_knobs(self)
 
 
 def photo_path(photo: str) -> Path:

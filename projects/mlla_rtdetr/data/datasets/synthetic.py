@@ -47,6 +47,20 @@ _CLASS_HUES = (0.0, 120.0, 220.0, 50.0, 295.0)
 _SPLITS = ("train", "val")
 
 
+def check_generator_knobs(cfg) -> None:
+    """ValueError for knobs a generated dataset cannot have (image size, counts, object sizes, aspect)."""
+    if cfg.image_size < 32:
+        raise ValueError(f"image_size must be >= 32, got {cfg.image_size}")
+    if cfg.num_train < 1 or cfg.num_val < 1:
+        raise ValueError("num_train and num_val must be >= 1")
+    if not 0 <= cfg.min_objects <= cfg.max_objects or cfg.max_objects < 1:
+        raise ValueError(f"need 0 <= min_objects <= max_objects, max_objects >= 1, got {cfg.min_objects}, {cfg.max_objects}")
+    if not 0 < cfg.min_object_size <= cfg.max_object_size <= 1:
+        raise ValueError(f"need 0 < min_object_size <= max_object_size <= 1, got {cfg.min_object_size}, {cfg.max_object_size}")
+    if cfg.max_aspect < 1:
+        raise ValueError(f"max_aspect must be >= 1, got {cfg.max_aspect}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticShapesConfig:
     """Difficulty knobs. Sizes are fractions of the image side (longer box side)."""
@@ -65,16 +79,7 @@ class SyntheticShapesConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
-        if self.num_train < 1 or self.num_val < 1:
-            raise ValueError("num_train and num_val must be >= 1")
-        if not 0 <= self.min_objects <= self.max_objects or self.max_objects < 1:
-            raise ValueError(f"need 0 <= min_objects <= max_objects, max_objects >= 1, got {self.min_objects}, {self.max_objects}")
-        if not 0 < self.min_object_size <= self.max_object_size <= 1:
-            raise ValueError(f"need 0 < min_object_size <= max_object_size <= 1, got {self.min_object_size}, {self.max_object_size}")
-        if self.max_aspect < 1:
-            raise ValueError(f"max_aspect must be >= 1, got {self.max_aspect}")
+        check_generator_knobs(self)
         if not 0 <= self.texture_strength <= 1:
             raise ValueError(f"texture_strength must be in [0, 1], got {self.texture_strength}")
 
