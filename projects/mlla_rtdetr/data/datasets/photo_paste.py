@@ -24,7 +24,7 @@ from typing import Dict, Tuple
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .synthetic import check_generator_knobs, sample_free_box, write_generated_coco
+from .synthetic import GeneratedDatasetConfig, sample_free_box, write_generated_coco
 
 __all__ = ["PHOTO_CLASSES", "PHOTO_OBJECTS", "PHOTO_BACKGROUNDS", "PhotoPasteConfig", "photo_path",
            "generate_photo_paste"]
@@ -51,22 +51,14 @@ PHOTO_BACKGROUNDS: Tuple[Tuple[str, Tuple[int, int, int, int]], ...] = (
 
 
 @dataclasses.dataclass(frozen=True)
-class PhotoPasteConfig:
-    """Size and difficulty knobs. Object sizes are fractions of the image side (longer box side)."""
+class PhotoPasteConfig(GeneratedDatasetConfig):
+    """Size and difficulty knobs (``GeneratedDatasetConfig``); ``max_aspect`` jitters each source
+    region's own aspect."""
 
     image_size: int = 160
-    num_train: int = 1600
-    num_val: int = 200
-    min_objects: int = 1
     max_objects: int = 4
-    min_object_size: float = 0.15
     max_object_size: float = 0.5
-    max_aspect: float = 1.25  # aspect within [1/a, a] times the source region's
-    max_overlap: float = 0.25
-    seed: int = 0
-
-    def __post_init__(self):
-        check_generator_knobs(self)
+    max_aspect: float = 1.25
 
 
 def photo_path(photo: str) -> Path:

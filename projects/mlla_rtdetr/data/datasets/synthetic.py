@@ -47,23 +47,11 @@ _CLASS_HUES = (0.0, 120.0, 220.0, 50.0, 295.0)
 _SPLITS = ("train", "val")
 
 
-def check_generator_knobs(cfg) -> None:
-    """ValueError for knobs a generated dataset cannot have (image size, counts, object sizes, aspect)."""
-    if cfg.image_size < 32:
-        raise ValueError(f"image_size must be >= 32, got {cfg.image_size}")
-    if cfg.num_train < 1 or cfg.num_val < 1:
-        raise ValueError("num_train and num_val must be >= 1")
-    if not 0 <= cfg.min_objects <= cfg.max_objects or cfg.max_objects < 1:
-        raise ValueError(f"need 0 <= min_objects <= max_objects, max_objects >= 1, got {cfg.min_objects}, {cfg.max_objects}")
-    if not 0 < cfg.min_object_size <= cfg.max_object_size <= 1:
-        raise ValueError(f"need 0 < min_object_size <= max_object_size <= 1, got {cfg.min_object_size}, {cfg.max_object_size}")
-    if cfg.max_aspect < 1:
-        raise ValueError(f"max_aspect must be >= 1, got {cfg.max_aspect}")
-
-
 @dataclasses.dataclass(frozen=True)
-class SyntheticShapesConfig:
-    """Difficulty knobs. Sizes are fractions of the image side (longer box side)."""
+class GeneratedDatasetConfig:
+    """Knobs every generated detection dataset has (``write_generated_coco``): image side, split
+    sizes, objects per image, object size as a fraction of the image side (longer box side), aspect
+    jitter, overlap between two boxes (of the smaller one) and the seed."""
 
     image_size: int = 256
     num_train: int = 1600
@@ -74,12 +62,30 @@ class SyntheticShapesConfig:
     max_object_size: float = 0.45
     max_aspect: float = 1.6  # width/height varies within [1/max_aspect, max_aspect]
     max_overlap: float = 0.25  # max intersection / smaller box area between two objects
-    texture_strength: float = 0.3  # 0 = flat background, 1 = strong texture and noise
-    hue_jitter: float = 12.0  # degrees
     seed: int = 0
 
     def __post_init__(self):
-        check_generator_knobs(self)
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+        if self.num_train < 1 or self.num_val < 1:
+            raise ValueError("num_train and num_val must be >= 1")
+        if not 0 <= self.min_objects <= self.max_objects or self.max_objects < 1:
+            raise ValueError(f"need 0 <= min_objects <= max_objects, max_objects >= 1, got {self.min_objects}, {self.max_objects}")
+        if not 0 < self.min_object_size <= self.max_object_size <= 1:
+            raise ValueError(f"need 0 < min_object_size <= max_object_size <= 1, got {self.min_object_size}, {self.max_object_size}")
+        if self.max_aspect < 1:
+            raise ValueError(f"max_aspect must be >= 1, got {self.max_aspect}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticShapesConfig(GeneratedDatasetConfig):
+    """Difficulty knobs of the synthetic shapes (``GeneratedDatasetConfig``'s and the background's)."""
+
+    texture_strength: float = 0.3  # 0 = flat background, 1 = strong texture and noise
+    hue_jitter: float = 12.0  # degrees
+
+    def __post_init__(self):
+        super().__post_init__()
         if not 0 <= self.texture_strength <= 1:
             raise ValueError(f"texture_strength must be in [0, 1], got {self.texture_strength}")
 
