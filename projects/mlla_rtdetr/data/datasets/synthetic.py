@@ -31,6 +31,7 @@ from .coco import load_coco_json_checked
 __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_CATEGORY_IDS",
+    "GeneratedDatasetConfig",
     "SyntheticShapesConfig",
     "generate_synthetic_shapes",
     "ensure_synthetic_shapes",
