@@ -39,5 +39,6 @@ setup(
         "fast-eval": ["faster-coco-eval"],
         "tools": ["onnx", "onnxruntime", "matplotlib", "tensorboard", "submitit", "av"],
         "figures": ["matplotlib", "faster-coco-eval", "tidecv", "grad-cam"],
+        "photos": ["matplotlib", "scikit-learn"],  # the photo-paste dataset's source photographs
     },
 )

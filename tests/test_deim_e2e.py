@@ -1,6 +1,6 @@
 """The tiny DEIM recipe (``deim_rtdetr_tiny_synthetic.py``) trained by tools/train_net.py in a
 subprocess: Dense O2O data in a worker process (Mosaic, MixUp, multi-scale), the flat-cosine
-schedule and the EMA restart, evaluation and checkpoints, on 24 images of the embedded dataset
+schedule and the EMA restart, DEIM's MAL loss, evaluation and checkpoints, on 24 images of the embedded dataset
 (3 iterations per epoch, the policy squeezed into 3 epochs)."""
 import json
 import os
@@ -46,6 +46,10 @@ def test_tiny_deim_recipe_trains_with_every_stage_and_the_ema_restart(tmp_path):
     # flat-cosine: quadratic warm-up (0 at iteration 0), flat at 1e-3 until epoch 1, lr_gamma 0.5 from epoch 2
     assert lrs[0] == 0.0 and lrs[3] == pytest.approx(1e-3) and lrs[7] == pytest.approx(5e-4)
     assert all(m["total_loss"] == m["total_loss"] for m in metrics if "total_loss" in m)  # finite
+    # DEIM's model side: the MAL loss instead of VFL, on the decoder, auxiliary, encoder and denoising outputs
+    losses = {k for m in metrics for k in m if k.startswith("loss_")}
+    assert {"loss_mal", "loss_mal_aux_0", "loss_mal_enc_0", "loss_mal_dn_0"} <= losses
+    assert not any("vfl" in k for k in losses)
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
     best = torch.load(out / "model_best.pth", map_location="cpu", weights_only=True)
     # restored at iteration 6 from the best of iterations 2 / 5, then 3 more EMA updates

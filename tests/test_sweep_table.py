@@ -104,6 +104,25 @@ def test_seed_table_mean_std(tmp_path):
     assert float(rows[2][2]) == pytest.approx(35.5) and float(rows[2][3]) == pytest.approx(math.sqrt(0.5))
 
 
+def test_seed_table_at_every_evaluation_point(tmp_path):
+    """--each-eval: a row per (swept values, evaluation point), mean ± std over seeds at each."""
+    from mlla_rtdetr.sweep.results import per_evaluation
+
+    make_sweep(tmp_path)
+    for (att, seed), ap in APS.items():  # as train_net logs: steps 0..39, an evaluation after step 19 and after training
+        lines = _metrics_lines(ap, "bbox_ema", iteration=40) + json.dumps({"iteration": 39, "total_loss": 2.0}) + "\n"
+        (tmp_path / f"attention={att},seed={seed}" / "metrics.json").write_text(lines)
+    results = per_evaluation(collect([tmp_path]))
+    assert [r.swept["iterations"] for r in results] == ["20", "40"] * 4  # iterations trained at each evaluation
+    table = seed_table(results)
+    assert table.key_headers == ["attention", "iterations", "seeds"]
+    assert table.keys == [["softmax", "20", "2"], ["softmax", "40", "2"], ["mlla", "20", "2"], ["mlla", "40", "2"]]
+    ap, ap50 = [row[0] for row in table.cells], [row[1] for row in table.cells]
+    assert [c.mean for c in ap] == pytest.approx([26.0, 31.0, 30.5, 35.5])  # the earlier eval: AP - 5
+    assert ap[0].std == pytest.approx(math.sqrt(2.0)) and ap50[0].mean == pytest.approx(36.0)
+    assert [c.n for c in ap] == [2, 2, 2, 2]
+
+
 def test_no_seed_axis_gives_no_seed_table(tmp_path):
     d = tmp_path / "r"
     update_record(d, name="r", status=FINISHED, swept={"model.encoder.attention": "mlla"})

@@ -5,11 +5,13 @@
     tools/collect_results.py output/sweeps/attention --analyze      # also count GFLOPs (fvcore)
     tools/collect_results.py output/sweeps/attention --latency      # also time each model (CPU)
     tools/collect_results.py runA runB --out output/table            # any run directories
+    tools/collect_results.py output/sweeps/deim_convergence --each-eval  # a row per evaluation point
 
 Prints Markdown and writes ``<out>.md`` and ``<out>.csv`` (per run) and, when the runs sweep the
 seed key (``train.seed``), ``<out>_seeds.csv`` with mean and sample standard deviation over seeds.
 Columns: the swept values, AP, AP50, AP75, APs, APm, APl (COCO box metrics of the last evaluation
-in ``metrics.json``: the EMA weights' if evaluated, else the raw weights'), Params (M), GFLOPs,
+in ``metrics.json``: the EMA weights' if evaluated, else the raw weights'; with ``--each-eval``
+every evaluation, keyed by the iterations trained by then: AP at equal iterations), Params (M), GFLOPs,
 Latency (ms). Best value per column in bold. Params/GFLOPs/latency come from
 ``<run_dir>/model_stats.json`` (tools/analyze_model.py, tools/benchmark.py); missing params are
 counted from the run's config, missing GFLOPs with ``--analyze``, missing latency with ``--latency``
@@ -35,7 +37,14 @@ from pathlib import Path
 
 from mlla_rtdetr.errors import UserError, run_main
 from mlla_rtdetr.sweep.records import merge_model_stats
-from mlla_rtdetr.sweep.results import COCO_KEYS, STAT_KEYS, benchmark_stats, collect, run_config_name
+from mlla_rtdetr.sweep.results import (
+    COCO_KEYS,
+    STAT_KEYS,
+    benchmark_stats,
+    collect,
+    per_evaluation,
+    run_config_name,
+)
 from mlla_rtdetr.sweep.table import (
     DEFAULT_SEED_KEY,
     group_by_seed,
@@ -60,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="swept key averaged over in the seeds table")
     parser.add_argument("--task", default="auto",
                         help="evaluation result name: auto (bbox_ema if present, else bbox), bbox, bbox_ema")
+    parser.add_argument("--each-eval", action="store_true",
+                        help="a row per evaluation of each run (column 'iterations': iterations trained), "
+                             "not only the last: AP at equal iterations, mean ± std over seeds at each")
     parser.add_argument("--analyze", action="store_true",
                         help="count GFLOPs with fvcore when model_stats.json lacks them (cached there)")
     parser.add_argument("--latency", action="store_true",
@@ -209,10 +221,12 @@ def main(argv=None) -> int:
         fill_latency(results, args.input_size, args.threads, args.device, args.latency_iters)
 
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "results"
-    table = per_run_table(results)
-    seeds = seed_table(results, seed_key=args.seed_key)
+    rows = per_evaluation(results, task=args.task) if args.each_eval else results
+    table = per_run_table(rows)
+    seeds = seed_table(rows, seed_key=args.seed_key)
     tasks = sorted({r.task for r in results if r.task})
-    text = [f"## {table.title} ({len(results)} runs; metrics: {', '.join(tasks) or '-'})", "",
+    text = [f"## {table.title} ({len(results)} runs{', every evaluation' if args.each_eval else ''}; "
+            f"metrics: {', '.join(tasks) or '-'})", "",
             to_markdown(table)]
     if seeds is not None:
         text += ["", f"## {seeds.title}", "", to_markdown(seeds)]

@@ -6,16 +6,21 @@ the Dense O2O pipeline scaled to 256 px (Mosaic quadrants of short side 128, mul
 in the official order), its 4-stage policy over 8 epochs of 200 iterations
 (``policy_epochs=[1, 4, 7]``: no augmentation in epoch 0, Mosaic and MixUp in 1-3, the RT-DETR
 augmentations in 4-6, none in 7), the flat-cosine schedule (50-iteration quadratic warm-up) and the
-EMA restart from ``model_best.pth`` at epoch 7. The classification loss is the tiny model's VFL:
-DEIM's MAL loss belongs to the DEIM models (not part of this recipe base)::
+EMA restart from ``model_best.pth`` at epoch 7. The model side is DEIM's too (``models/deim.py``
+``deim_rtdetrv2``): the MAL loss (gamma 1.5) instead of VFL, SiLU in the decoder and its heads, the
+``as_reg`` query position head, DEIM's denoising boxes and a fully trainable backbone. The same
+tiny model with the RT-DETRv2 recipe is ``rtdetr_tiny_synthetic.py``::
 
     python tools/train_net.py --config-file projects/mlla_rtdetr/configs/deim_rtdetr_tiny_synthetic.py
 """
 from mlla_rtdetr.config import get_config
 from mlla_rtdetr.data import multiscale_sizes
 
+from .models.deim import deim_rtdetrv2
 from .rtdetr_tiny_synthetic import dataloader as synthetic
-from .rtdetr_tiny_synthetic import model  # noqa: F401
+from .rtdetr_tiny_synthetic import model
+
+deim_rtdetrv2(model)
 
 deim = get_config("common/deim.py")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -70,6 +71,23 @@ def read_metrics_lines(path: Path) -> List[Dict[str, Any]]:
     return entries
 
 
+def _entry_metrics(entry: Dict[str, Any], task: str):
+    """(COCO metrics by short name, task) of one metrics.json entry, or (None, None) without ``<task>/AP``."""
+    if task == "auto":
+        found = next((t for t in ("bbox_ema", "bbox") if f"{t}/AP" in entry), None)
+    else:
+        found = task if f"{task}/AP" in entry else None
+    if found is None:
+        return None, None
+    metrics = {}
+    for k in COCO_KEYS:
+        v = entry.get(f"{found}/{k}")
+        # COCOeval reports NaN for an empty area range (e.g. no large objects): no value
+        if v is not None and math.isfinite(float(v)):
+            metrics[k] = float(v)
+    return metrics, found
+
+
 def find_eval_metrics(entries: Sequence[Dict[str, Any]], task: str = "auto"):
     """The last entry having ``<task>/AP``: returns (metrics by short name, iteration, task).
 
@@ -77,20 +95,37 @@ def find_eval_metrics(entries: Sequence[Dict[str, Any]], task: str = "auto"):
     the run evaluated them, else the raw weights' (``bbox``).
     """
     for entry in reversed(entries):
-        if task == "auto":
-            found = next((t for t in ("bbox_ema", "bbox") if f"{t}/AP" in entry), None)
-        else:
-            found = task if f"{task}/AP" in entry else None
+        metrics, found = _entry_metrics(entry, task)
         if found is not None:
-            task = found
-            metrics = {}
-            for k in COCO_KEYS:
-                v = entry.get(f"{task}/{k}")
-                # COCOeval reports NaN for an empty area range (e.g. no large objects): no value
-                if v is not None and math.isfinite(float(v)):
-                    metrics[k] = float(v)
-            return metrics, entry.get("iteration"), task
+            return metrics, entry.get("iteration"), found
     return {}, None, None
+
+
+EVAL_POINT_KEY = "iterations"
+"""Pseudo swept key of :func:`per_evaluation`: the iterations trained when a run was evaluated."""
+
+
+def per_evaluation(results: Sequence["RunResult"], task: str = "auto") -> List["RunResult"]:
+    """One result per evaluation of each run (from its metrics.json), with the iterations
+    trained by then as the swept value ``EVAL_POINT_KEY``: tables of AP at
+    equal iterations (mean ± std over seeds at each evaluation point)."""
+    out = []
+    for r in results:
+        entries = read_metrics_lines(r.run_dir / METRICS_FILE)
+        # an evaluation during training is logged at the index of the step just done (trained: index
+        # + 1), the one after training at max_iter (trained: max_iter = last step's index + 1)
+        steps = [int(e["iteration"]) for e in entries if "total_loss" in e and e.get("iteration") is not None]
+        trained_max = max(steps) + 1 if steps else None
+        for entry in entries:
+            metrics, found = _entry_metrics(entry, r.task or task)
+            if found is None or entry.get("iteration") is None:
+                continue
+            trained = int(entry["iteration"]) + 1
+            point = str(min(trained, trained_max) if trained_max else trained)
+            out.append(dataclasses.replace(r, name=f"{r.name},{EVAL_POINT_KEY}={point}", metrics=metrics,
+                                           iteration=entry["iteration"], task=found,
+                                           swept={**r.swept, EVAL_POINT_KEY: point}))
+    return out
 
 
 EVAL_RESULTS_FILES = ("eval_results.json", "eval_only_results.json")

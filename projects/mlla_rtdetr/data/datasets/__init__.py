@@ -1,5 +1,5 @@
 """Datasets: one entry point (``get_dataset_dicts``) for COCO json, Pascal VOC folders and
-ultralytics YOLO layouts, and the embedded synthetic shapes dataset."""
+ultralytics YOLO layouts, the embedded synthetic shapes dataset and the photo-paste generator."""
 from .base import default_cache_dir, ensure_dataset_files, known_dataset_or_raise, register_materializer
 from .catalog import (
     SOURCE_FIELDS,
@@ -12,6 +12,7 @@ from .catalog import (
     sanitize_dataset_dicts,
 )
 from .coco import load_coco_json_checked, register_coco_format
+from .photo_paste import PHOTO_CLASSES, PhotoPasteConfig, generate_photo_paste
 from .synthetic import (
     SYNTHETIC_CATEGORY_IDS,
     SYNTHETIC_CLASSES,

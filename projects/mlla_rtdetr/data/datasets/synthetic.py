@@ -31,6 +31,7 @@ from .coco import load_coco_json_checked
 __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_CATEGORY_IDS",
+    "GeneratedDatasetConfig",
     "SyntheticShapesConfig",
     "generate_synthetic_shapes",
     "ensure_synthetic_shapes",
@@ -48,8 +49,10 @@ _SPLITS = ("train", "val")
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticShapesConfig:
-    """Difficulty knobs. Sizes are fractions of the image side (longer box side)."""
+class GeneratedDatasetConfig:
+    """Knobs every generated detection dataset has (``write_generated_coco``): image side, split
+    sizes, objects per image, object size as a fraction of the image side (longer box side), aspect
+    jitter, overlap between two boxes (of the smaller one) and the seed."""
 
     image_size: int = 256
     num_train: int = 1600
@@ -60,8 +63,6 @@ class SyntheticShapesConfig:
     max_object_size: float = 0.45
     max_aspect: float = 1.6  # width/height varies within [1/max_aspect, max_aspect]
     max_overlap: float = 0.25  # max intersection / smaller box area between two objects
-    texture_strength: float = 0.3  # 0 = flat background, 1 = strong texture and noise
-    hue_jitter: float = 12.0  # degrees
     seed: int = 0
 
     def __post_init__(self):
@@ -75,6 +76,17 @@ class SyntheticShapesConfig:
             raise ValueError(f"need 0 < min_object_size <= max_object_size <= 1, got {self.min_object_size}, {self.max_object_size}")
         if self.max_aspect < 1:
             raise ValueError(f"max_aspect must be >= 1, got {self.max_aspect}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticShapesConfig(GeneratedDatasetConfig):
+    """Difficulty knobs of the synthetic shapes (``GeneratedDatasetConfig``'s and the background's)."""
+
+    texture_strength: float = 0.3  # 0 = flat background, 1 = strong texture and noise
+    hue_jitter: float = 12.0  # degrees
+
+    def __post_init__(self):
+        super().__post_init__()
         if not 0 <= self.texture_strength <= 1:
             raise ValueError(f"texture_strength must be in [0, 1], got {self.texture_strength}")
 
@@ -142,18 +154,12 @@ def _render_image(rng: np.random.Generator, cfg: SyntheticShapesConfig):
     placed: List[Tuple[float, float, float, float]] = []
     objects = []
     for _ in range(n_target):
-        for _attempt in range(30):
-            cls = int(rng.integers(len(SYNTHETIC_CLASSES)))
-            side = rng.uniform(cfg.min_object_size, cfg.max_object_size) * S
-            aspect = math.exp(rng.uniform(-math.log(cfg.max_aspect), math.log(cfg.max_aspect)))
-            w, h = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
-            w, h = max(w, 4.0), max(h, 4.0)
-            x0, y0 = rng.uniform(0, S - w), rng.uniform(0, S - h)
-            box = (x0, y0, x0 + w, y0 + h)
-            if all(_overlap(box, p) <= cfg.max_overlap for p in placed):
-                break
-        else:
+        found = sample_free_box(rng, cfg, len(SYNTHETIC_CLASSES), placed)
+        if found is None:
             continue
+        cls, box = found
+        x0, y0, x1, y1 = box
+        w, h = x1 - x0, y1 - y0
         name = SYNTHETIC_CLASSES[cls]
         rot = rng.uniform(0, 2 * math.pi)
         colour = _hsv_to_rgb(
@@ -178,6 +184,29 @@ def _render_image(rng: np.random.Generator, cfg: SyntheticShapesConfig):
     return img, objects
 
 
+def sample_free_box(rng: np.random.Generator, cfg, num_classes: int, placed, base_aspects=None, attempts: int = 30):
+    """A class and a box ``(x0, y0, x1, y1)`` (floats) overlapping each of ``placed`` by at most
+    ``cfg.max_overlap`` (of the smaller box), or None after ``attempts`` tries.
+
+    The longer side is ``U(cfg.min_object_size, cfg.max_object_size) * cfg.image_size``; the aspect
+    (w / h) is ``base_aspects[cls]`` (1 if None) times ``exp(U(-log a, log a))``, ``a = cfg.max_aspect``.
+    """
+    S = cfg.image_size
+    for _attempt in range(attempts):
+        cls = int(rng.integers(num_classes))
+        side = rng.uniform(cfg.min_object_size, cfg.max_object_size) * S
+        aspect = math.exp(rng.uniform(-math.log(cfg.max_aspect), math.log(cfg.max_aspect)))
+        if base_aspects is not None:
+            aspect *= base_aspects[cls]
+        w, h = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
+        w, h = max(w, 4.0), max(h, 4.0)
+        x0, y0 = rng.uniform(0, S - w), rng.uniform(0, S - h)
+        box = (x0, y0, x0 + w, y0 + h)
+        if all(_overlap(box, p) <= cfg.max_overlap for p in placed):
+            return cls, box
+    return None
+
+
 def _overlap(a, b) -> float:
     iw = min(a[2], b[2]) - max(a[0], b[0])
     ih = min(a[3], b[3]) - max(a[1], b[1])
@@ -190,33 +219,50 @@ def _overlap(a, b) -> float:
 # ----------------------------------------------------------------------------- files
 def generate_synthetic_shapes(root: os.PathLike, cfg: SyntheticShapesConfig = SyntheticShapesConfig()) -> Path:
     """Write ``root/{train,val}/*.png`` and ``root/annotations/instances_{train,val}.json``."""
+    categories = [{"id": cid, "name": n, "supercategory": "shape"} for cid, n in zip(SYNTHETIC_CATEGORY_IDS, SYNTHETIC_CLASSES)]
+
+    def render(rng):
+        img, objects = _render_image(rng, cfg)
+        return img, [(SYNTHETIC_CATEGORY_IDS[cls], bbox, area) for cls, bbox, area in objects]
+
+    return write_generated_coco(root, render, categories, cfg, "mlla_rtdetr synthetic shapes", FORMAT_VERSION)
+
+
+def write_generated_coco(root: os.PathLike, render, categories: List[Dict[str, Any]], cfg, description: str,
+                         version: int) -> Path:
+    """Write a generated detection dataset as COCO: ``root/{train,val}/NNNNNN.png`` and
+    ``root/annotations/instances_{train,val}.json``.
+
+    Image ``i`` of a split is ``render(rng)`` with its own generator seeded by
+    ``(cfg.seed, split index, i)``, so the same ``cfg`` gives the same bytes. ``render`` returns a
+    PIL RGB image of side ``cfg.image_size`` and its objects as ``(category_id, (x, y, w, h), area)``.
+    """
     root = Path(root)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    categories = [{"id": cid, "name": n, "supercategory": "shape"} for cid, n in zip(SYNTHETIC_CATEGORY_IDS, SYNTHETIC_CLASSES)]
     for split_code, split in enumerate(_SPLITS):
         (root / split).mkdir(exist_ok=True)
         n_images = cfg.num_train if split == "train" else cfg.num_val
         images, annotations = [], []
         for i in range(n_images):
             rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, split_code, i]))
-            img, objects = _render_image(rng, cfg)
+            img, objects = render(rng)
             file_name = f"{i:06d}.png"
             img.save(root / split / file_name, format="PNG", compress_level=1)
             image_id = i + 1
             images.append({"id": image_id, "file_name": file_name, "height": cfg.image_size, "width": cfg.image_size})
-            for cls, bbox, area in objects:
+            for category_id, bbox, area in objects:
                 annotations.append(
                     {
                         "id": len(annotations) + 1,
                         "image_id": image_id,
-                        "category_id": SYNTHETIC_CATEGORY_IDS[cls],
+                        "category_id": category_id,
                         "bbox": list(bbox),
                         "area": area,
                         "iscrowd": 0,
                     }
                 )
         coco = {
-            "info": {"description": f"mlla_rtdetr synthetic shapes ({split})", "version": str(FORMAT_VERSION),
+            "info": {"description": f"{description} ({split})", "version": str(version),
                      "config": dataclasses.asdict(cfg)},
             "licenses": [],
             "images": images,
