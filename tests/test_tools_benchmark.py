@@ -241,6 +241,23 @@ def test_data_mode_dense_o2o_next_to_the_recipe_pipeline(bench, tmp_path):
         assert r["vs_rt_detr"] == pytest.approx(r["images_per_s"] / rows[0]["images_per_s"])
 
 
+@pytest.mark.slow
+def test_step_flags_mode_with_two_processes(tmp_path):
+    """docs/cluster.md's step-flags command (two gloo processes), run as a user runs it."""
+    out = tmp_path / "flags.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "benchmark.py"), "step-flags", "--config-file",
+                           TINY_CONFIG, "--input-size", "64", "--batch-size", "1", "--warmup", "1", "--iters", "2",
+                           "--output", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["what"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["no flags", "one all-reduce", "three collectives", "flags only: one all-reduce",
+                          "flags only: three collectives", "failure watcher: one poll"]
+    for r in rows.values():
+        assert r["processes"] == 2
+        _positive(r, "median_ms", "min_ms")
+    assert rows["no flags"]["time_vs_no_flags"] == 1.0 and rows["flags only: one all-reduce"]["time_vs_no_flags"] is None
+
+
 def test_image_check_mode(bench, tmp_path):
     out = tmp_path / "check.json"
     bench.main(["image-check", "--paths", "3000", "--missing", "0.01", "--threads-check", "4", "--folder",

@@ -137,7 +137,9 @@ class FailureChannel:
                 return
             time.sleep(0.05)
 
-    def _announced(self) -> Optional[Announcement]:
+    def announcement(self) -> Optional[Announcement]:
+        """The lowest-ranked announcement of another rank, if any (a store lookup per rank: what
+        the watcher does once per poll)."""
         found = [r for r in range(self.world) if r != self.rank and self.store.check([self._key(r)])]
         if not found:
             return None
@@ -150,7 +152,7 @@ class FailureChannel:
         :meth:`acknowledge` once the stop is logged."""
         if self.store is None:
             return None
-        announcement = self._announced()
+        announcement = self.announcement()
         if announcement is None or not self._take(announcement):
             return None
         _leave_process_group(self.backend)
@@ -181,7 +183,7 @@ class FailureChannel:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_s):
-            announcement = self._announced()
+            announcement = self.announcement()
             if announcement is None:
                 continue
             if self._stop.wait(self.grace_s):

@@ -11,6 +11,9 @@ same call order on every process, so the collectives pair up) in three variants:
 * ``three collectives``: the step with the collectives it had before the flags were merged (a
   finite-check all-reduce, a preemption all-reduce, a pickled all_gather of unreadable images).
 
+Alone: the flag collective, the three former ones, and one poll of the failure watcher (the
+store lookups its thread makes once a second, :class:`~mlla_rtdetr.engine.step_flags.FailureChannel`).
+
 Rank 0 writes the timings to a JSON file that the tool reads back.
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ from detectron2.utils.events import EventStorage
 
 from mlla_rtdetr.engine import Trainer, build_model, create_ddp_model, load_config
 from mlla_rtdetr.engine import trainer as trainer_module
-from mlla_rtdetr.engine.step_flags import StepFlags, agree_step_flags
+from mlla_rtdetr.engine.step_flags import FailureChannel, StepFlags, agree_step_flags
 from mlla_rtdetr.utils.bench_cases import random_instances
 from mlla_rtdetr.utils.timing import measure_interleaved
 
@@ -74,8 +77,10 @@ def run_step_flags_worker(spec: Dict[str, Any]) -> None:
             trainer.iter += 1
         return fn
 
+    failures = FailureChannel()
     flags_alone = {"flags only: one all-reduce": lambda: agree_step_flags(),
-                   "flags only: three collectives": lambda: _three_collectives()}
+                   "flags only: three collectives": lambda: _three_collectives(),
+                   "failure watcher: one poll": failures.announcement}
     with EventStorage(0) as storage:
         trainer.storage, trainer.iter = storage, 0
         stats = measure_interleaved({v: step(v) for v in VARIANTS}, warmup=spec["warmup"], iters=spec["iters"])
