@@ -29,6 +29,7 @@ import torch
 from detectron2.config import instantiate
 
 from parity_state import load_manifest, make_input, make_state, max_abs_diff
+from parity_utils import match_postprocessed
 
 from mlla_rtdetr.checkpoint.rtdetr_converter import convert_official_rtdetr
 from mlla_rtdetr.engine import load_config
@@ -134,24 +135,12 @@ def test_eval_float32_matches_official_fixture(case):
         assert d <= TOL32
 
 
-def _check_detections(scores, labels, boxes, exp, tol, box_tol):
-    assert max_abs_diff(scores, exp["scores"]) <= tol
-    used = set()
-    for i in range(len(scores)):
-        # (label, box) must match at i, or at an unused entry whose score is within tol (near-tie)
-        near = torch.nonzero((exp["scores"] - scores[i]).abs() <= tol).flatten().tolist()
-        match = [j for j in near if j not in used and int(exp["labels"][j]) == int(labels[i])
-                 and float((exp["boxes"][j] - boxes[i]).abs().max()) <= box_tol]
-        assert match, f"detection {i} (score {float(scores[i]):.6f}, label {int(labels[i])}) has no counterpart"
-        used.add(i if i in match else match[0])
-
-
 def test_postprocess_float32(case):
     exp = case["expected"]["eval"]["post"]
     post = RTDETRPostProcessor(num_classes=80, num_top_queries=300)
     sizes = torch.tensor(exp["orig_target_sizes"], dtype=torch.float32)
     scores, labels, boxes, _ = post(case["out32"], sizes)
-    _check_detections(scores[0], labels[0], boxes[0], exp, TOL32, 0.1)
+    match_postprocessed(scores[0], labels[0], boxes[0], exp, TOL32, 0.1)
 
 
 def test_eval_float64_matches_official_float64(case):
@@ -166,7 +155,7 @@ def test_eval_float64_matches_official_float64(case):
 def test_postprocess_float64(case):
     post = RTDETRPostProcessor(num_classes=80, num_top_queries=300)
     scores, labels, boxes, _ = post(case["out64"], torch.tensor([[640, 480]], dtype=torch.float64))
-    _check_detections(scores[0], labels[0], boxes[0], case["ref"]["post"], TOL64, 1e-2)
+    match_postprocessed(scores[0], labels[0], boxes[0], case["ref"]["post"], TOL64, 1e-2)
 
 
 def test_train_outputs_float64(case):
