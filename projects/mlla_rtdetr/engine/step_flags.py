@@ -153,12 +153,14 @@ class FailureChannel:
         if self.store is None:
             return None
         announcement = self.announcement()
-        if announcement is None or not self._take(announcement):
+        if announcement is None:
             return None
+        self._take(announcement)
         _leave_process_group(self.backend)
-        return announcement
+        return self._taken  # the watcher's, if it took one first: every report names the same cause
 
     def _take(self, announcement: Announcement) -> bool:
+        """Claim the report of ``announcement`` for the calling thread; False if already claimed."""
         with self._claim:
             if self._taken is not None:
                 return False
