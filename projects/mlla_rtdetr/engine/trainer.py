@@ -229,7 +229,7 @@ class Trainer(SimpleTrainer):
         code, error = failure if failure else (0, None)
         kind, cause = _describe(code, error, loss_dict)
         world = comm.get_world_size()
-        if world == 1 and code in (1, 2) and kind != "nonfinite":
+        if world == 1 and code == 1 and kind != "nonfinite":
             raise error  # a single process: the exception itself, unchanged
         reports = comm.all_gather((kind, cause)) if world > 1 else [(kind, cause)]  # rare: a rank failed
         rank = self.step_flags.failed_ranks[0]
